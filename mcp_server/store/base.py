@@ -1,0 +1,219 @@
+"""The Store contract. SQLite (default) and MongoDB implement it; one test suite checks both.
+
+All methods are async; implementations run their blocking driver calls in worker threads.
+Times are timezone-aware UTC datetimes. Every method is safe to call from several
+coroutines at once, and (for the shared store) from several processes at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from mcp_server.models import (
+    Approval,
+    AuditDraft,
+    AuditEntry,
+    AuditVerdict,
+    Event,
+    Incident,
+    IncidentStatus,
+    Job,
+    Message,
+    Rca,
+    Run,
+    Severity,
+    TimelineEntry,
+)
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(data: Any) -> str:
+    """Stable JSON: sorted keys, no spaces, UTC ISO timestamps."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def audit_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    """hash = sha256(prev_hash + canonical JSON of the entry without its hash fields)."""
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+
+
+def audit_body(entry: AuditEntry | dict[str, Any]) -> dict[str, Any]:
+    """The hashed part of an entry: everything but prev_hash and hash, in JSON form."""
+    data = entry.model_dump(mode="json") if isinstance(entry, AuditEntry) else dict(entry)
+    data.pop("hash", None)
+    data.pop("prev_hash", None)
+    data.pop("_id", None)
+    return data
+
+
+def verify_chain(entries: Sequence[AuditEntry]) -> AuditVerdict:
+    """Walk entries in seq order: contiguous seq, linked prev_hash, recomputed hash."""
+    prev = GENESIS_HASH
+    expected_seq = 1
+    for count, entry in enumerate(entries):
+        if entry.seq != expected_seq:
+            return AuditVerdict(
+                ok=False,
+                checked=count,
+                bad_seq=expected_seq,
+                reason=f"seq {expected_seq} is missing (found {entry.seq} next): deleted or reordered",
+            )
+        if entry.prev_hash != prev:
+            return AuditVerdict(
+                ok=False,
+                checked=count,
+                bad_seq=entry.seq,
+                reason="prev_hash does not match the previous entry: the chain was cut or reordered",
+            )
+        if audit_hash(prev, audit_body(entry)) != entry.hash:
+            return AuditVerdict(
+                ok=False,
+                checked=count,
+                bad_seq=entry.seq,
+                reason="hash does not match the entry's content: the entry was edited",
+            )
+        prev = entry.hash
+        expected_seq += 1
+    return AuditVerdict(ok=True, checked=len(entries))
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for everything OpsMedic remembers."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema / indexes. Idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers a trivial query."""
+
+    # --- audit (append-only, hash-chained) -----------------------------------------
+    async def append_audit(self, draft: AuditDraft) -> AuditEntry:
+        """Give the draft the next seq, prev_hash and hash, and insert it (never update)."""
+
+    async def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        """Entries with seq > after_seq in seq order."""
+
+    async def recent_audit(self, limit: int = 50) -> list[AuditEntry]:
+        """The newest entries, newest first."""
+
+    async def verify_audit(self) -> AuditVerdict:
+        """Walk the whole chain (see verify_chain)."""
+
+    # --- incidents -----------------------------------------------------------------
+    async def open_incident(
+        self,
+        target: str,
+        symptom: str,
+        title: str,
+        severity: Severity = Severity.warning,
+        detail: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Incident, bool]:
+        """Open an incident or, when one for target+symptom is not closed, bump its count.
+
+        Returns (incident, created). Deduplication holds across processes sharing the store.
+        """
+
+    async def get_incident(self, incident_id: int) -> Incident | None: ...
+
+    async def list_incidents(
+        self, status: Sequence[IncidentStatus] | None = None, limit: int = 50
+    ) -> list[Incident]:
+        """Newest first (by updated_at)."""
+
+    async def update_incident(
+        self,
+        incident_id: int,
+        status: IncidentStatus | None = None,
+        entry: TimelineEntry | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Incident:
+        """Change status and/or append a timeline entry and/or merge detail. NotFound if absent."""
+
+    # --- rca -----------------------------------------------------------------------
+    async def put_rca(self, rca: Rca) -> None:
+        """Store (replace) the RCA of an incident."""
+
+    async def get_rca(self, incident_id: int) -> Rca | None: ...
+
+    # --- jobs and runs -------------------------------------------------------------
+    async def upsert_job(self, job: Job) -> None: ...
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(self, limit: int = 200) -> list[Job]: ...
+
+    async def put_run(self, run: Run) -> None:
+        """Insert or replace a run by id."""
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def list_runs(self, subject: str | None = None, limit: int = 50) -> list[Run]:
+        """Newest first (by started_at)."""
+
+    # --- events (the long-poll feed and idempotent ingest) ---------------------------
+    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+        """Insert events whose id is new; return the inserted ones with their seq."""
+
+    async def events_after(self, cursor: int = 0, limit: int = 100) -> list[Event]:
+        """Events with seq > cursor, oldest first."""
+
+    async def last_event_seq(self) -> int: ...
+
+    # --- approvals -----------------------------------------------------------------
+    async def put_approval(self, approval: Approval) -> None: ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def decide_approval(
+        self, approval_id: str, status: str, now: datetime, via: str | None = None
+    ) -> bool:
+        """Move a *pending* approval to status; False if it was not pending (used once)."""
+
+    # --- messages (outbox and processed inbox) ---------------------------------------
+    async def enqueue_message(self, message: Message) -> bool:
+        """Insert unless a message with this id exists; True when inserted."""
+
+    async def due_messages(self, now: datetime, limit: int = 20) -> list[Message]:
+        """Queued outgoing messages whose next_attempt_at <= now, oldest first."""
+
+    async def update_message(self, message: Message) -> None: ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def list_messages(
+        self, incident_id: int | None = None, direction: str | None = None, limit: int = 100
+    ) -> list[Message]: ...
+
+    # --- leases (one holder at a time across processes) ------------------------------
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float, now: datetime) -> bool:
+        """Take or renew the lease if free, expired, or already ours."""
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """Pick the implementation from the URL scheme (sqlite:/// or mongodb://)."""
+    if url.startswith("sqlite:"):
+        from mcp_server.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from mcp_server.store.mongo import MongoStore
+
+        return MongoStore(url)
+    from mcp_server.errors import ConfigError
+
+    raise ConfigError(
+        f"OPSMEDIC_STORE_URL={url!r} is not supported: use sqlite:///path/to/file.db or mongodb://host:port/db"
+    )
