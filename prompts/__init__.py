@@ -1,0 +1,1 @@
+"""MCP prompts; templates live beside the code as *.md so operators can edit them."""

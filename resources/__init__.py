@@ -1,0 +1,5 @@
+"""MCP resources: read-only JSON views of OpsMedic's store (register(server))."""
+
+from resources.registry import register
+
+__all__ = ["register"]

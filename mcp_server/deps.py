@@ -1,0 +1,61 @@
+"""Everything a tool, resource or prompt needs, built once per server and found via the context."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mcp_server.events import EventBus
+from mcp_server.safety.audit import Auditor
+from mcp_server.safety.redaction import Redactor
+from mcp_server.settings import Settings
+from mcp_server.store.base import Store, open_store
+
+if TYPE_CHECKING:
+    from fastmcp import Context
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    store: Store
+    redactor: Redactor
+    auditor: Auditor
+    bus: EventBus
+    clock: Callable[[], float] = time.time
+    #: Background duties started by the lifespan: name -> "running" / "stopped: why".
+    tasks: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    _users: int = 0
+
+    async def start(self) -> None:
+        """Open the store on first use. Paired with stop(); nested users share one store."""
+        if self._users == 0:
+            await self.store.open()
+        self._users += 1
+
+    async def stop(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            await self.store.close()
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store | None = None) -> Deps:
+        store = store or open_store(settings.resolved_store_url)
+        redactor = Redactor(settings.secret_values())
+        return cls(
+            settings=settings,
+            store=store,
+            redactor=redactor,
+            auditor=Auditor(store, redactor),
+            bus=EventBus(store),
+        )
+
+
+def deps_of(ctx: Context) -> Deps:
+    deps = ctx.lifespan_context.get("deps")
+    if not isinstance(deps, Deps):  # pragma: no cover - a wiring bug, not user input
+        raise RuntimeError("OpsMedic dependencies are missing from the server lifespan")
+    return deps

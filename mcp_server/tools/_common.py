@@ -1,0 +1,49 @@
+"""Shared bits for tool modules: annotations, bounded output, argument parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_types import ToolAnnotations
+
+from mcp_server.errors import InvalidInput
+from mcp_server.models import IncidentStatus
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+
+#: Default cap for any text an LLM reads from one tool call.
+MAX_OUTPUT_CHARS = 12_000
+
+
+def bounded(text: str, max_chars: int = MAX_OUTPUT_CHARS) -> str:
+    """Cut text to max_chars with a visible note saying how much was left out."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n…[cut: {len(text) - max_chars} more chars not shown]"
+
+
+def bounded_list(items: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """First `limit` items plus a note when some were cut."""
+    if len(items) <= limit:
+        return items, None
+    return items[:limit], f"showing {limit} of {len(items)}; narrow the query to see the rest"
+
+
+def parse_statuses(status: str | None) -> list[IncidentStatus] | None:
+    """"open,healing" -> [IncidentStatus.open, IncidentStatus.healing]; "active" = not resolved."""
+    if not status:
+        return None
+    if status.strip().lower() == "active":
+        return [s for s in IncidentStatus if s is not IncidentStatus.resolved]
+    out = []
+    for part in status.split(","):
+        try:
+            out.append(IncidentStatus(part.strip().lower()))
+        except ValueError:
+            allowed = ", ".join(s.value for s in IncidentStatus)
+            raise InvalidInput(
+                f"unknown incident status {part.strip()!r}: use one of {allowed}, or 'active'"
+            ) from None
+    return out

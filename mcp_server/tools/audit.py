@@ -1,0 +1,48 @@
+"""Audit tools: leave a note in the chain, and check the chain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastmcp import Context, FastMCP
+from pydantic import Field
+
+from mcp_server.deps import deps_of
+from mcp_server.middleware import caller_identity
+from mcp_server.models import AuditVerdict
+from mcp_server.tools._common import READ_ONLY, WRITE
+
+
+async def write_audit_entry(
+    event: Annotated[str, Field(min_length=1, max_length=200)],
+    detail: Annotated[str, Field(max_length=4000)],
+    ctx: Context,
+    target: str | None = None,
+    incident_id: int | None = None,
+) -> dict[str, Any]:
+    """Add a note to the tamper-evident audit log (e.g. why you chose not to act).
+    Tool calls are audited automatically; use this only for your own reasoning or decisions.
+    Returns the entry's seq and hash."""
+    deps = deps_of(ctx)
+    actor, transport = caller_identity(ctx)
+    entry = await deps.auditor.record(
+        actor=actor,
+        transport=transport,
+        tool=f"note:{event}",
+        args={"detail": detail},
+        target=target,
+        incident_id=incident_id,
+        outcome="note",
+    )
+    return {"seq": entry.seq, "hash": entry.hash}
+
+
+async def verify_audit(ctx: Context) -> AuditVerdict:
+    """Walk the audit hash chain. ok=true, or bad_seq = the first entry that was edited,
+    deleted or reordered, with the reason. Read-only."""
+    return await deps_of(ctx).auditor.verify()
+
+
+def register(server: FastMCP) -> None:
+    server.tool(write_audit_entry, annotations=WRITE)
+    server.tool(verify_audit, annotations=READ_ONLY)
