@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from mcp_server.events import EventBus
 from mcp_server.safety.audit import Auditor
@@ -25,6 +27,8 @@ class Deps:
     auditor: Auditor
     bus: EventBus
     clock: Callable[[], float] = time.time
+    #: How the server waits out policy delays (backoff); tests inject a fake that advances clock.
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     #: Background duties started by the lifespan: name -> "running" / "stopped: why".
     tasks: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)

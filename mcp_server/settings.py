@@ -69,6 +69,8 @@ class PolicySettings(_Section):
     cooldown_s: float = Field(default=0.0, ge=0)
     max_concurrent: int = Field(default=2, ge=1)
     verify_timeout_s: float = Field(default=30.0, gt=0)
+    verify_stable_s: float = Field(default=1.0, ge=0)  # must stay up this long to count
+    auto_restart: bool = True  # in heal mode, the server restarts failed targets itself
 
     _csv = field_validator("allow", "approve", mode="before")(_split_csv)
 
@@ -139,6 +141,7 @@ class ProbeSpec(_Section):
 class Thresholds(_Section):
     """Warn/crit percentages per metric; status is ok / warn / crit."""
 
+    interval_s: float = 15.0  # how often the server checks host metrics for incidents
     cpu_warn: float = 85.0
     cpu_crit: float = 95.0
     mem_warn: float = 85.0

@@ -24,6 +24,13 @@ def bounded(text: str, max_chars: int = MAX_OUTPUT_CHARS) -> str:
     return text[:max_chars] + f"\n…[cut: {len(text) - max_chars} more chars not shown]"
 
 
+def bounded_tail(text: str, max_chars: int = MAX_OUTPUT_CHARS) -> str:
+    """Keep the *end* of text (the newest log lines), with a note about what was dropped."""
+    if len(text) <= max_chars:
+        return text
+    return f"…[cut: {len(text) - max_chars} earlier chars not shown]\n" + text[-max_chars:]
+
+
 def bounded_list(items: list[Any], limit: int) -> tuple[list[Any], str | None]:
     """First `limit` items plus a note when some were cut."""
     if len(items) <= limit:

@@ -1,0 +1,189 @@
+"""Watchers that turn what happens into incidents, run by the server's lifespan.
+
+Sources: the Docker event stream, managed-process exits, probe results and host metric
+thresholds. Each failure goes to Incidents.report (deduplicated in the store); in heal mode
+the AutoHealer then restarts what policy allows, waiting out backoff, escalating when the
+budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from mcp_server.backends.docker_events import EventHistory, classify
+from mcp_server.deps import Deps
+from mcp_server.errors import OpsMedicError
+from mcp_server.healer import RESTARTABLE, Healer
+from mcp_server.incidents import Incidents
+from mcp_server.models import Incident, IncidentStatus, Severity
+
+logger = logging.getLogger(__name__)
+
+SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
+RETRY_S = (1.0, 30.0)
+
+
+class AutoHealer:
+    """In heal mode, one restart loop per failing target; policy decides every step."""
+
+    def __init__(self, deps: Deps, healer: Healer) -> None:
+        self.deps = deps
+        self.healer = healer
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        s = self.deps.settings
+        return s.mode == "heal" and s.policy.auto_restart
+
+    def consider(self, inc: Incident) -> None:
+        kind = inc.target.partition(":")[0]
+        if not self.enabled or kind not in RESTARTABLE or inc.target in self._busy:
+            return
+        if inc.status in (IncidentStatus.escalated, IncidentStatus.awaiting_approval):
+            return
+        self._busy.add(inc.target)
+        task = asyncio.get_running_loop().create_task(self._heal(inc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heal(self, inc: Incident) -> None:
+        try:
+            while True:
+                current = await self.deps.store.get_incident(inc.id)
+                if current is None or current.status in (
+                    IncidentStatus.resolved,
+                    IncidentStatus.escalated,
+                ):
+                    return
+                decision = await self.healer.decide(inc.target)
+                if not decision.allowed and decision.wait_s > 0 and not decision.escalate:
+                    await self.deps.sleep(decision.wait_s)
+                    continue
+                reason = f"auto: {inc.symptom} ({inc.title})"
+                result = await self.healer.restart(inc.target, reason, inc.id, actor="opsmedic")
+                if result["ok"]:
+                    return
+        except OpsMedicError as exc:  # refused / escalated / unavailable: recorded already
+            logger.info("auto-heal of %s stopped: %s", inc.target, exc)
+        except Exception:
+            logger.exception("auto-heal of %s failed", inc.target)
+        finally:
+            self._busy.discard(inc.target)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class Detector:
+    def __init__(self, deps: Deps, incidents: Incidents, autoheal: AutoHealer) -> None:
+        self.deps = deps
+        self.incidents = incidents
+        self.autoheal = autoheal
+
+    async def report(
+        self, target: str, symptom: str, title: str, detail: dict[str, Any] | None = None
+    ) -> Incident:
+        severity = SEVERITY.get(symptom, Severity.warning)
+        inc, _created = await self.incidents.report(target, symptom, title, severity, detail)
+        self.autoheal.consider(inc)
+        return inc
+
+    # --- Docker --------------------------------------------------------------------------
+
+    async def watch_docker(self) -> None:
+        """Follow the engine's events forever; the backend reconnects when it drops."""
+        docker = self.deps.extras["docker"]
+        history = EventHistory()
+        self.deps.tasks["docker-events"] = "running"
+        async for event in docker.events():
+            symptom = classify(event, history)
+            history.record(event)
+            if symptom is None or not event.name:
+                continue
+            detail = {"exit_code": event.exit_code, "container_id": event.id, "action": event.action}
+            await self.report(f"container:{event.name}", symptom.kind, symptom.detail, detail)
+
+    # --- managed processes --------------------------------------------------------------
+
+    async def watch_processes(self) -> None:
+        supervisor = self.deps.extras["processes"]
+        self.deps.tasks["process-exits"] = "running"
+        async with supervisor.subscribe() as exits:
+            async for ex in exits:
+                if ex.requested:
+                    continue
+                how = f"signal {ex.signal}" if ex.signal else f"code {ex.exit_code}"
+                title = f"{ex.name} exited with {how} after {ex.runtime_s:.1f}s"
+                detail = {"exit_code": ex.exit_code, "signal": ex.signal, "pid": ex.pid}
+                await self.report(f"process:{ex.name}", "exited", title, detail)
+
+    # --- probes and host metrics ---------------------------------------------------------
+
+    async def on_probe(self, result: Any) -> None:
+        target = f"probe:{result.name}"
+        if result.ok:
+            await self.incidents.resolve_target(target, "probe passes again")
+        else:
+            await self.report(target, "probe_failed", f"{result.name}: {result.error}",
+                              {"status_code": result.status_code, "error": result.error})  # fmt: skip
+
+    async def watch_host(self) -> None:
+        host = self.deps.extras["host"]
+        thresholds = self.deps.settings.thresholds
+        self.deps.tasks["host-metrics"] = "running"
+        while True:
+            report = await host.read_host(thresholds)
+            for name, status, value in _host_statuses(report):
+                target = "host"
+                symptom = f"{name}_high"
+                if status == "crit":
+                    await self.report(target, symptom, f"host {name} at {value}", {"value": value})
+                elif status == "ok":
+                    for inc in await self.incidents.active_for(target):
+                        if inc.symptom == symptom:
+                            await self.incidents.transition(
+                                inc.id, IncidentStatus.resolved, f"{name} back to {value}"
+                            )
+            await asyncio.sleep(thresholds.interval_s)
+
+
+def _host_statuses(report: Any) -> list[tuple[str, str, str]]:
+    """(metric, status, shown value) for the metrics that can open host incidents."""
+    out = [
+        ("cpu", report.cpu.status, f"{report.cpu.percent:.0f}%"),
+        ("memory", report.memory.status, f"{report.memory.percent:.0f}%"),
+        ("swap", report.swap.status, f"{report.swap.percent:.0f}%"),
+    ]
+    for disk in report.disks:
+        out.append((f"disk {disk.mount}", disk.status, f"{disk.percent:.0f}%"))
+    return out
+
+
+async def supervise(deps: Deps, name: str, make: Any) -> None:
+    """Run a watcher forever: log and retry with backoff when it fails; report its state."""
+    delay = RETRY_S[0]
+    while True:
+        try:
+            await make()
+            deps.tasks[name] = "idle: source ended"
+            delay = RETRY_S[0]
+        except asyncio.CancelledError:
+            deps.tasks[name] = "stopped"
+            raise
+        except OpsMedicError as exc:
+            deps.tasks[name] = f"idle: {exc}"
+            logger.info("%s waiting: %s", name, exc)
+        except Exception as exc:
+            deps.tasks[name] = f"failed: {type(exc).__name__}: {exc}"[:200]
+            logger.exception("%s failed; retrying in %.0fs", name, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_S[1])

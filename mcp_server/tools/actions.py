@@ -1,0 +1,78 @@
+"""Destructive tools: restart and clean_disk. Policy decides; every step is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastmcp import Context, FastMCP
+from pydantic import Field
+
+from mcp_server.backends.diskclean import CleanPlan
+from mcp_server.deps import deps_of
+from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.middleware import audit_note
+from mcp_server.tools._common import DESTRUCTIVE
+
+PLAN_VIEW_ITEMS = 50
+
+
+async def restart(
+    target: str,
+    reason: Annotated[str, Field(min_length=3, max_length=500)],
+    ctx: Context,
+    incident_id: int | None = None,
+) -> dict[str, Any]:
+    """Restart container:NAME or process:NAME, then verify it stays up. Refused outside
+    policy (mode, scope, budget/backoff, approval); the refusal says what would allow it.
+    See opsmedic://policy. Pass incident_id so the incident records the outcome."""
+    deps = deps_of(ctx)
+    healer = deps.extras["healer"]
+    actor = _actor(ctx)
+    decision = await healer.decide(target)
+    audit_note(decision=decision.verdict, target=target)
+    return dict(await healer.restart(target, reason, incident_id, actor=actor, decision=decision))
+
+
+async def clean_disk(
+    ctx: Context,
+    action: Literal["plan", "apply"] = "plan",
+    root: str | None = None,
+    plan_id: str | None = None,
+) -> dict[str, Any]:
+    """Free disk space in two steps. action="plan" lists exactly what would be deleted
+    (files under OPSMEDIC_CLEAN_ROOTS matching the clean rules; optionally Docker leftovers)
+    with a plan_id. action="apply" with that plan_id deletes exactly those items, skipping
+    any that changed since the plan. Never follows symlinks out of a root."""
+    deps = deps_of(ctx)
+    planner = deps.extras["planner"]
+    plans: dict[str, CleanPlan] = deps.extras.setdefault("plans", {})
+    if action == "plan":
+        plan = await anyio.to_thread.run_sync(planner.plan, root)
+        plans[plan.plan_id] = plan
+        audit_note(decision="plan", target=f"disk:{root or 'all roots'}")
+        return dict(plan.view(PLAN_VIEW_ITEMS))
+    if not plan_id:
+        raise InvalidInput("apply needs the plan_id returned by clean_disk(action='plan')")
+    plan = plans.get(plan_id)
+    if plan is None:
+        raise NotFound(f"no plan {plan_id!r} (plans live 1 h): call clean_disk(action='plan')")
+    decision = deps.extras["policy"].check(
+        "clean_disk", f"disk:{plan_id}", None, deps.clock(), deps.extras["ledger"]
+    )
+    audit_note(decision=decision.verdict, target=f"disk:{plan_id}")
+    decision.raise_if_refused()
+    result = await anyio.to_thread.run_sync(planner.apply, plan)
+    plans.pop(plan_id, None)
+    return dict(result.to_dict(max_items=PLAN_VIEW_ITEMS))
+
+
+def _actor(ctx: Context) -> str:
+    from mcp_server.middleware import caller_identity
+
+    return caller_identity(ctx)[0]
+
+
+def register(server: FastMCP) -> None:
+    server.tool(restart, annotations=DESTRUCTIVE)
+    server.tool(clean_disk, annotations=DESTRUCTIVE)

@@ -1,0 +1,71 @@
+"""Build the backends and services a server uses, and run its watchers in the lifespan.
+
+Anything already present in deps.extras is kept, so tests can inject their own parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from mcp_server.backends.diskclean import DiskPlanner
+from mcp_server.backends.docker_engine import DockerEngine
+from mcp_server.backends.host import HostMetrics
+from mcp_server.backends.probes import ProbeScheduler
+from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.deps import Deps
+from mcp_server.detection import AutoHealer, Detector, supervise
+from mcp_server.healer import Healer
+from mcp_server.incidents import Incidents
+from mcp_server.safety.policy import Policy, RestartLedger
+
+logger = logging.getLogger(__name__)
+
+
+def build_services(deps: Deps, *, docker: bool = True) -> None:
+    """Fill deps.extras with the default parts (docker=False: no Docker backend at all)."""
+    s = deps.settings
+    x = deps.extras
+    if docker:
+        x.setdefault("docker", DockerEngine())
+    x.setdefault("host", HostMetrics())
+    if s.processes:
+        x.setdefault("processes", ProcessSupervisor(s.processes, s.data_dir / "processes"))
+    x.setdefault("policy", Policy(s))
+    x.setdefault("ledger", RestartLedger())
+    x.setdefault("incidents", Incidents(deps.store, deps.bus))
+    x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock))
+    x.setdefault("healer", Healer(deps, x["policy"], x["ledger"], x["incidents"]))
+    x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
+    x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
+
+
+@contextlib.asynccontextmanager
+async def watchers(deps: Deps) -> AsyncIterator[None]:
+    """Start every watcher this configuration needs; stop them (and managed processes)."""
+    x = deps.extras
+    detector: Detector = x["detector"]
+    jobs: dict[str, object] = {}
+    if "docker" in x:
+        jobs["docker-events"] = detector.watch_docker
+    if "processes" in x:
+        await x["processes"].start_all()
+        jobs["process-exits"] = detector.watch_processes
+    if deps.settings.probes:
+        x.setdefault("probes", ProbeScheduler(deps.settings.probes, on_result=detector.on_probe))
+        jobs["probes"] = x["probes"].run
+    jobs["host-metrics"] = detector.watch_host
+    tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await x["autoheal"].close()
+        if "processes" in x:
+            await x["processes"].close()
