@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
 RETRY_S = (1.0, 30.0)
+HOST_STREAK = 3  # consecutive critical readings before a host incident
 
 
 class AutoHealer:
@@ -137,23 +138,27 @@ class Detector:
                               {"status_code": result.status_code, "error": result.error})  # fmt: skip
 
     async def watch_host(self) -> None:
+        """Every interval, grade host metrics; a metric must stay critical for
+        HOST_STREAK readings in a row before it opens an incident (no flapping on spikes)."""
         host = self.deps.extras["host"]
         thresholds = self.deps.settings.thresholds
+        streaks: dict[str, int] = {}
         self.deps.tasks["host-metrics"] = "running"
         while True:
             report = await host.read_host(thresholds)
             for name, status, value in _host_statuses(report):
-                target = "host"
-                symptom = f"{name}_high"
-                if status == "crit":
-                    await self.report(target, symptom, f"host {name} at {value}", {"value": value})
+                streaks[name] = streaks.get(name, 0) + 1 if status == "crit" else 0
+                if streaks[name] == HOST_STREAK:
+                    await self.report("host", f"{name}_high", f"host {name} at {value}",
+                                      {"value": value})  # fmt: skip
                 elif status == "ok":
-                    for inc in await self.incidents.active_for(target):
-                        if inc.symptom == symptom:
-                            await self.incidents.transition(
-                                inc.id, IncidentStatus.resolved, f"{name} back to {value}"
-                            )
+                    await self._resolve_host(f"{name}_high", f"{name} back to {value}")
             await asyncio.sleep(thresholds.interval_s)
+
+    async def _resolve_host(self, symptom: str, text: str) -> None:
+        for inc in await self.incidents.active_for("host"):
+            if inc.symptom == symptom:
+                await self.incidents.transition(inc.id, IncidentStatus.resolved, text)
 
 
 def _host_statuses(report: Any) -> list[tuple[str, str, str]]:

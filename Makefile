@@ -1,0 +1,58 @@
+# OpsMedic: `make run` (the main job), `make test` (every test, against real services),
+# `make lint`, `make bench`, `make clean`. The virtualenv is created on first use.
+
+VENV ?= .venv
+PYTHON ?= python3
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help venv deps run test lint bench clean distclean
+
+help:
+	@echo "make run | test [PYTEST_ARGS=...] | lint | bench | clean | distclean"
+
+# Reinstalled whenever pyproject.toml changes (new dependency, new extra).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev,mongo,llm]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# System packages (docker.io, dovecot, busybox-static, chromium) and the vmail user.
+deps:
+	./scripts/install-deps.sh
+
+# `opsmedic run` (server + agent runner + dashboard) once it exists, else the HTTP server.
+run: venv
+	@if $(BIN)/opsmedic run --help >/dev/null 2>&1; then \
+		exec $(BIN)/opsmedic run; \
+	else \
+		exec $(BIN)/opsmedic serve --http; \
+	fi
+
+# Starts a private Docker engine, a MongoDB-wire server and Dovecot for the whole run and
+# stops them afterwards, whatever happens (see tests/services.py).
+test: deps venv
+	$(BIN)/python -m tests.services run -- $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv
+	@set -e; for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; \
+		echo "== $$f"; \
+		$(BIN)/python "$$f"; \
+	done
+
+# Caches and build output; `make distclean` also removes the virtualenv.
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
