@@ -51,8 +51,15 @@ def run_batch(client, image, n, tag, **kw) -> dict[str, float]:
     time.sleep(0.3)
     made = []
     for i in range(n):
-        made.append(client.containers.run(image, ["sh", "-c", CRASH_ONCE], detach=True,
-                                           name=f"{tag}{i}", network_mode="none", **kw))  # fmt: skip
+        box = client.containers.run(
+            image,
+            ["sh", "-c", CRASH_ONCE],
+            detach=True,
+            name=f"{tag}{i}",
+            network_mode="none",
+            **kw,
+        )
+        made.append(box)
         deadline = time.monotonic() + 30
         while f"{tag}{i}" not in gaps and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+import prompts
 import resources
 from mcp_server import __version__
 from mcp_server.auth import build_auth
@@ -63,6 +64,7 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
     for module in (containers, logs, metrics, events, incident_tools, actions, audit_tools):
         module.register(server)
     resources.register(server)
+    prompts.register(server)
     _register_routes(server, deps)
     return server
 

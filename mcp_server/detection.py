@@ -110,7 +110,11 @@ class Detector:
             history.record(event)
             if symptom is None or not event.name:
                 continue
-            detail = {"exit_code": event.exit_code, "container_id": event.id, "action": event.action}
+            detail = {
+                "exit_code": event.exit_code,
+                "container_id": event.id,
+                "action": event.action,
+            }
             await self.report(f"container:{event.name}", symptom.kind, symptom.detail, detail)
 
     # --- managed processes --------------------------------------------------------------
@@ -134,8 +138,8 @@ class Detector:
         if result.ok:
             await self.incidents.resolve_target(target, "probe passes again")
         else:
-            await self.report(target, "probe_failed", f"{result.name}: {result.error}",
-                              {"status_code": result.status_code, "error": result.error})  # fmt: skip
+            detail = {"status_code": result.status_code, "error": result.error}
+            await self.report(target, "probe_failed", f"{result.name}: {result.error}", detail)
 
     async def watch_host(self) -> None:
         """Every interval, grade host metrics; a metric must stay critical for

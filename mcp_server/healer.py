@@ -57,7 +57,9 @@ class Healer:
         decision = decision or await self.decide(target, approved=approved)
         audit = {"actor": actor, "target": target, "incident_id": incident_id}
         if not decision.allowed:
-            await self._audit(audit, decision, "refused", {"reason": reason, "why": decision.reason})
+            await self._audit(
+                audit, decision, "refused", {"reason": reason, "why": decision.reason}
+            )
             await self._refused(decision, incident_id, actor)
             raise Refused(decision.message())
         lease = f"action:{target}"

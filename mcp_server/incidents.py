@@ -24,6 +24,20 @@ logger = logging.getLogger(__name__)
 ACTIVE = [s for s in IncidentStatus if s not in CLOSED_STATUSES]
 
 
+def incident_row(inc: Incident) -> dict[str, Any]:
+    """The compact view of an incident used in lists (tools, resources, events)."""
+    return {
+        "id": inc.id,
+        "target": inc.target,
+        "symptom": inc.symptom,
+        "status": inc.status.value,
+        "severity": inc.severity.value,
+        "count": inc.count,
+        "title": inc.title[:120],
+        "updated_at": inc.updated_at.isoformat(timespec="seconds"),
+    }
+
+
 class Incidents:
     def __init__(self, store: Store, bus: EventBus) -> None:
         self._store = store

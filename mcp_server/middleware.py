@@ -76,7 +76,7 @@ class AuditMiddleware(Middleware):
         name = context.message.name
         args = dict(context.message.arguments or {})
         actor, transport = caller_identity(context.fastmcp_context)
-        base = {
+        base: dict[str, Any] = {
             "actor": actor,
             "transport": transport,
             "tool": name,
@@ -161,4 +161,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-

@@ -194,7 +194,9 @@ class Settings(BaseSettings):
     mode: Literal["observe", "check", "heal"] = "check"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: Path | None = None
-    secret: SecretStr | None = None  # HMAC key for approval tokens; generated under data_dir if unset
+    secret: SecretStr | None = (
+        None  # HMAC key for approval tokens; generated under data_dir if unset
+    )
     log_roots: CsvList = Field(default_factory=list)
     clean_roots: CsvList = Field(default_factory=list)
     approvers: CsvList = Field(default_factory=list)

@@ -50,7 +50,9 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
 
 
 @contextmanager
-def http_server(data_dir: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def http_server(
+    data_dir: Path, *args: str, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run `opsmedic serve --http` as a real subprocess; yield (base_url, process)."""
     port = free_port()
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below

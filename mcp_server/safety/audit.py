@@ -1,4 +1,4 @@
-"""The audit trail: one place that turns "who did what, why, with what outcome" into a chained entry.
+"""The audit trail: turns "who did what, why, with what outcome" into a chained entry.
 
 Arguments are redacted before they reach the store. Pure apart from the store call.
 """

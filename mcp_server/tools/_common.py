@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 
 from mcp_server.errors import InvalidInput
@@ -12,6 +13,13 @@ from mcp_server.models import IncidentStatus
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False)
+
+
+def add_tool(server: FastMCP, fn: Any, annotations: ToolAnnotations) -> None:
+    """Register a tool without an output schema: results are still structured JSON, but the
+    catalogue a model reads on every turn stays small (see test_tool_catalogue_stays_small)."""
+    server.tool(fn, annotations=annotations, output_schema=None)
+
 
 #: Default cap for any text an LLM reads from one tool call.
 MAX_OUTPUT_CHARS = 12_000
@@ -39,7 +47,7 @@ def bounded_list(items: list[Any], limit: int) -> tuple[list[Any], str | None]:
 
 
 def parse_statuses(status: str | None) -> list[IncidentStatus] | None:
-    """"open,healing" -> [IncidentStatus.open, IncidentStatus.healing]; "active" = not resolved."""
+    """ "open,healing" -> [IncidentStatus.open, IncidentStatus.healing]; "active" = not resolved."""
     if not status:
         return None
     if status.strip().lower() == "active":

@@ -12,7 +12,7 @@ from mcp_server.backends.diskclean import CleanPlan
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound
 from mcp_server.middleware import audit_note
-from mcp_server.tools._common import DESTRUCTIVE
+from mcp_server.tools._common import DESTRUCTIVE, add_tool
 
 PLAN_VIEW_ITEMS = 50
 
@@ -74,5 +74,5 @@ def _actor(ctx: Context) -> str:
 
 
 def register(server: FastMCP) -> None:
-    server.tool(restart, annotations=DESTRUCTIVE)
-    server.tool(clean_disk, annotations=DESTRUCTIVE)
+    add_tool(server, restart, DESTRUCTIVE)
+    add_tool(server, clean_disk, DESTRUCTIVE)

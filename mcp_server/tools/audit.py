@@ -10,7 +10,7 @@ from pydantic import Field
 from mcp_server.deps import deps_of
 from mcp_server.middleware import caller_identity
 from mcp_server.models import AuditVerdict
-from mcp_server.tools._common import READ_ONLY, WRITE
+from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
 
 
 async def write_audit_entry(
@@ -44,5 +44,5 @@ async def verify_audit(ctx: Context) -> AuditVerdict:
 
 
 def register(server: FastMCP) -> None:
-    server.tool(write_audit_entry, annotations=WRITE)
-    server.tool(verify_audit, annotations=READ_ONLY)
+    add_tool(server, write_audit_entry, WRITE)
+    add_tool(server, verify_audit, READ_ONLY)

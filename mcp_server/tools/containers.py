@@ -8,7 +8,7 @@ from fastmcp import Context, FastMCP
 
 from mcp_server.deps import deps_of
 from mcp_server.errors import Unavailable
-from mcp_server.tools._common import READ_ONLY, bounded_list
+from mcp_server.tools._common import READ_ONLY, add_tool, bounded_list
 
 MAX_ROWS = 100
 
@@ -43,5 +43,5 @@ async def inspect_container(name: str, ctx: Context) -> dict[str, Any]:
 
 
 def register(server: FastMCP) -> None:
-    server.tool(list_containers, annotations=READ_ONLY)
-    server.tool(inspect_container, annotations=READ_ONLY)
+    add_tool(server, list_containers, READ_ONLY)
+    add_tool(server, inspect_container, READ_ONLY)

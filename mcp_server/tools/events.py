@@ -8,10 +8,9 @@ from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from mcp_server.deps import deps_of
-from mcp_server.incidents import ACTIVE
+from mcp_server.incidents import ACTIVE, incident_row
 from mcp_server.models import Event
-from mcp_server.tools._common import READ_ONLY
-from mcp_server.tools.incidents import incident_row
+from mcp_server.tools._common import READ_ONLY, add_tool
 
 MAX_EVENTS = 50
 
@@ -54,4 +53,4 @@ async def wait_for_events(
 
 
 def register(server: FastMCP) -> None:
-    server.tool(wait_for_events, annotations=READ_ONLY)
+    add_tool(server, wait_for_events, READ_ONLY)

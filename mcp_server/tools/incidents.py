@@ -5,27 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.deps import deps_of
-from mcp_server.errors import NotFound
-from mcp_server.models import Incident
-from mcp_server.tools._common import READ_ONLY, parse_statuses
+from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.incidents import incident_row
+from mcp_server.middleware import caller_identity
+from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory
+from mcp_server.tools._common import READ_ONLY, WRITE, add_tool, parse_statuses
 
 TIMELINE_SHOWN = 30
-
-
-def incident_row(inc: Incident) -> dict[str, Any]:
-    return {
-        "id": inc.id,
-        "target": inc.target,
-        "symptom": inc.symptom,
-        "status": inc.status.value,
-        "severity": inc.severity.value,
-        "count": inc.count,
-        "title": inc.title[:120],
-        "updated_at": inc.updated_at.isoformat(timespec="seconds"),
-    }
 
 
 async def list_incidents(
@@ -60,6 +49,57 @@ async def get_incident(incident_id: int, ctx: Context) -> dict[str, Any]:
     return data
 
 
+class RcaInput(BaseModel):
+    # An RCA as a model writes it; no docstring, so the schema stays short.
+    model_config = ConfigDict(extra="forbid")
+
+    summary: Annotated[str, Field(min_length=3, max_length=2000)]
+    category: RcaCategory = "unknown"
+    evidence: Annotated[list[Evidence], Field(max_length=20)] = []
+    recommendation: Annotated[str, Field(max_length=2000)] = ""
+    restart_safe: bool = False
+    confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str, Any]:
+    """Store your root-cause analysis of an incident (replaces an earlier one). Evidence:
+    lines quoted from logs you read, with their source. Advice only: it triggers nothing."""
+    deps = deps_of(ctx)
+    if await deps.store.get_incident(incident_id) is None:
+        raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
+    author = caller_identity(ctx)[0]
+    stored = Rca(incident_id=incident_id, author=author, **rca.model_dump())
+    await deps.store.put_rca(stored)
+    await deps.extras["incidents"].note(
+        incident_id, "rca", f"{stored.category}: {stored.summary[:200]}", actor=author
+    )
+    return {"incident_id": incident_id, "category": stored.category, "author": author}
+
+
+async def update_incident(
+    incident_id: int,
+    ctx: Context,
+    status: IncidentStatus | None = None,
+    note: Annotated[str | None, Field(max_length=2000)] = None,
+) -> dict[str, Any]:
+    """Change an incident's status (e.g. resolved, escalated) and/or add a note to its
+    timeline. Use a note to record what you found or what a person told you."""
+    if status is None and not note:
+        raise InvalidInput("give a status, a note, or both")
+    deps = deps_of(ctx)
+    incidents = deps.extras["incidents"]
+    actor = caller_identity(ctx)[0]
+    if await deps.store.get_incident(incident_id) is None:
+        raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
+    if status is not None:
+        inc = await incidents.transition(incident_id, status, note or "changed by a client", actor)
+    else:
+        inc = await incidents.note(incident_id, "note", note or "", actor=actor)
+    return incident_row(inc)
+
+
 def register(server: FastMCP) -> None:
-    server.tool(list_incidents, annotations=READ_ONLY)
-    server.tool(get_incident, annotations=READ_ONLY)
+    add_tool(server, list_incidents, READ_ONLY)
+    add_tool(server, get_incident, READ_ONLY)
+    add_tool(server, record_rca, WRITE)
+    add_tool(server, update_incident, WRITE)

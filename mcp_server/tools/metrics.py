@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastmcp import Context, FastMCP
 
 from mcp_server.deps import deps_of
-from mcp_server.tools._common import READ_ONLY
+from mcp_server.tools._common import READ_ONLY, add_tool
 from mcp_server.tools.containers import docker_of
 
 
@@ -32,4 +32,4 @@ async def read_metrics(
 
 
 def register(server: FastMCP) -> None:
-    server.tool(read_metrics, annotations=READ_ONLY)
+    add_tool(server, read_metrics, READ_ONLY)

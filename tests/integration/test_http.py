@@ -89,7 +89,7 @@ def test_rejections_are_401_with_www_authenticate(server, keypair):
 
 
 def test_bad_host_and_origin_rejected_and_nothing_runs(server):
-    base, data = server
+    base, _data = server
     auth = {"Authorization": f"Bearer {TOKEN}"}
     before = _audit_count(base)
     evil_host = _post(base, {**auth, "Host": "evil.example.com"})

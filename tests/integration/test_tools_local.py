@@ -60,9 +60,7 @@ async def test_flaky_process_is_restarted_in_heal_mode(tmp_path, make_client):
     script = tmp_path / "worker.py"
     script.write_text(FLAKY)
     proc = {"name": "worker", "argv": [sys.executable, str(script), str(tmp_path / "ran")]}
-    client, deps = await make_client(
-        mode="heal", processes=[proc], policy={"verify_stable_s": 0.5}
-    )
+    client, deps = await make_client(mode="heal", processes=[proc], policy={"verify_stable_s": 0.5})
     inc = await _incident(deps, "process:worker", {IncidentStatus.resolved})
     assert inc.symptom == "exited" and "code 3" in inc.title
     logs = await client.call_tool("tail_logs", {"source": "process:worker", "lines": 20})
@@ -114,7 +112,7 @@ async def test_clean_disk_plan_then_apply_exactly(tmp_path, make_client):
     (canary / "keep.log").write_text("precious")
     (root / "link").symlink_to(canary)
     rules = [{"glob": "*.log", "min_age_s": 0}]
-    client, deps = await make_client(mode="heal", clean_roots=[str(root)], clean={"rules": rules})
+    client, _deps = await make_client(mode="heal", clean_roots=[str(root)], clean={"rules": rules})
     plan = (await client.call_tool("clean_disk", {"action": "plan"})).structured_content
     paths = json.dumps(plan)
     assert "old0.log" in paths and "keep.log" not in paths

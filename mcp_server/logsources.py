@@ -1,0 +1,67 @@
+"""Last lines of any log source (container:, process:, job:, file:) for tools and prompts."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from mcp_server.backends.logfiles import atail_file
+from mcp_server.deps import Deps
+from mcp_server.errors import InvalidInput, NotFound, Unavailable
+from mcp_server.safety.paths import resolve_under_roots
+
+SOURCES_HELP = (
+    "container:NAME, process:NAME, job:ID or file:/abs/path (files only under OPSMEDIC_LOG_ROOTS)"
+)
+
+
+async def read_source(
+    deps: Deps, source: str, lines: int, since: datetime | None = None, grep: str | None = None
+) -> tuple[list[str], str | None]:
+    """(lines oldest first, note about anything cut) from one source."""
+    kind, _, name = source.partition(":")
+    if not name:
+        raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
+    if kind == "container":
+        docker = deps.extras.get("docker")
+        if docker is None:
+            raise Unavailable("Docker watching is switched off in this server")
+        got = await docker.logs(name, lines=lines, since=since)
+        return _grep(got, grep), None
+    if kind == "job":
+        return await _job_lines(deps, name, lines, grep)
+    if kind == "process":
+        sup = deps.extras.get("processes")
+        if sup is None:
+            raise NotFound("no managed processes are configured; add [[processes]] to the config")
+        path = sup.log_path(name)
+    elif kind == "file":
+        path = resolve_under_roots(name, deps.settings.log_roots)
+    else:
+        raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
+    result = await atail_file(path, lines, grep=grep, since=since)
+    return result.lines, result.note
+
+
+async def _job_lines(
+    deps: Deps, job_id: str, lines: int, grep: str | None
+) -> tuple[list[str], str | None]:
+    runs = await deps.store.list_runs(subject=job_id, limit=5)
+    if not runs and await deps.store.get_job(job_id) is None:
+        raise NotFound(f"no job {job_id!r}; read opsmedic://jobs for ids")
+    collected: list[str] = []
+    for run in runs:  # newest first; keep the newest lines
+        collected = [f"[run {run.id}] {line}" for line in run.log] + collected
+        if len(collected) >= lines:
+            break
+    return _grep(collected, grep)[-lines:], None
+
+
+def _grep(lines: list[str], grep: str | None) -> list[str]:
+    if not grep:
+        return lines
+    try:
+        pattern = re.compile(grep, re.IGNORECASE)
+    except re.error as exc:
+        raise InvalidInput(f"grep {grep!r} is not a valid regex: {exc}") from None
+    return [line for line in lines if pattern.search(line)]
