@@ -33,9 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_server.logsetup import setup_logging
     from mcp_server.server_runner import serve_http, serve_stdio
 
-    http_over = {
-        k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None
-    }
+    http_over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = _settings(args, http=http_over or None)
     setup_logging(settings.log_level, settings.log_file)
     if args.http:

@@ -10,7 +10,11 @@ from tests.helpers import OPSMEDIC, REPO, clean_env
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*OPSMEDIC, *args], env=clean_env(**env), cwd=REPO, capture_output=True, text=True,
+        [*OPSMEDIC, *args],
+        env=clean_env(**env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 

@@ -29,7 +29,9 @@ def _npx_ready() -> str | None:
     try:
         out = subprocess.run(
             ["npx", "-y", INSPECTOR, "--cli", "--version"],
-            capture_output=True, text=True, timeout=240,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
     except subprocess.TimeoutExpired:
         return "npx timed out fetching the inspector (npm registry unreachable?)"
@@ -43,7 +45,11 @@ def _inspect(*args: str, env: dict[str, str] | None = None) -> dict:
         pytest.skip(f"MCP Inspector unavailable: {reason}")
     out = subprocess.run(
         ["npx", "-y", INSPECTOR, "--cli", "-q", "--format", "json", *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-2000:]
     return json.loads(out.stdout)
@@ -51,28 +57,45 @@ def _inspect(*args: str, env: dict[str, str] | None = None) -> dict:
 
 def test_inspector_lists_tools_over_stdio(tmp_path):
     result = _inspect(
-        "-e", f"OPSMEDIC_DATA_DIR={tmp_path}",
-        sys.executable, "-m", "mcp_server", "serve",
-        "--method", "tools/list",
+        "-e",
+        f"OPSMEDIC_DATA_DIR={tmp_path}",
+        sys.executable,
+        "-m",
+        "mcp_server",
+        "serve",
+        "--method",
+        "tools/list",
         env=clean_env(),
     )
     names = {t["name"] for t in result["result"]["tools"]}
-    assert EXPECTED <= names
+    assert names >= EXPECTED
 
 
 def test_inspector_lists_tools_and_calls_over_http(tmp_path):
     with http_server(tmp_path, OPSMEDIC_AUTH__TOKENS=TOKEN) as (base, _):
         listed = _inspect(
-            "--transport", "http", "--server-url", f"{base}/mcp",
-            "--header", f"Authorization: Bearer {TOKEN}",
-            "--method", "tools/list",
+            "--transport",
+            "http",
+            "--server-url",
+            f"{base}/mcp",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--method",
+            "tools/list",
             env=clean_env(),
         )
         called = _inspect(
-            "--transport", "http", "--server-url", f"{base}/mcp",
-            "--header", f"Authorization: Bearer {TOKEN}",
-            "--method", "tools/call", "--tool-name", "verify_audit",
+            "--transport",
+            "http",
+            "--server-url",
+            f"{base}/mcp",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "verify_audit",
             env=clean_env(),
         )
-    assert EXPECTED <= {t["name"] for t in listed["result"]["tools"]}
+    assert {t["name"] for t in listed["result"]["tools"]} >= EXPECTED
     assert called["result"]["structuredContent"]["ok"] is True
