@@ -19,7 +19,7 @@ from mcp_server.auth import build_auth
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware
 from mcp_server.settings import Settings
-from mcp_server.tools import actions, containers, events, logs, metrics
+from mcp_server.tools import actions, containers, events, logs, metrics, monitors
 from mcp_server.tools import audit as audit_tools
 from mcp_server.tools import incidents as incident_tools
 from mcp_server.wiring import build_services, watchers
@@ -61,7 +61,8 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
         mask_error_details=True,
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below
-    for module in (containers, logs, metrics, events, incident_tools, actions, audit_tools):
+    tool_modules = (containers, logs, metrics, events, incident_tools, actions, monitors)
+    for module in (*tool_modules, audit_tools):
         module.register(server)
     resources.register(server)
     prompts.register(server)

@@ -170,6 +170,39 @@ class CleanSettings(_Section):
     max_items: int = 500
 
 
+class MonitorInput(_Section):
+    """One thing a monitor reads. Structured kinds only, except `command`, which is allowed
+    only from the operator's own config file (argv form, never a shell string)."""
+
+    kind: Literal[
+        "container_logs", "file", "process_logs", "job_logs", "probe", "metrics", "command"
+    ]
+    label: str = ""
+    name: str | None = None  # container / process / job / probe name
+    path: str | None = None  # file (must be under log_roots)
+    since_s: float | None = None
+    lines: int = Field(default=200, ge=1, le=5000)
+    grep: str | None = None
+    argv: list[str] = Field(default_factory=list)  # command
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
+class MonitorWindow(_Section):
+    max_lines: int = Field(default=400, ge=1)
+    max_chars: int = Field(default=12_000, ge=200)
+
+
+class MonitorSpec(_Section):
+    """A scheduled check: read inputs, judge ok / warn / alert, keep the evidence as a Run."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    inputs: list[MonitorInput] = Field(min_length=1)
+    window: MonitorWindow = Field(default_factory=MonitorWindow)
+    prompt: str | None = None  # what an LLM should judge (used when a provider is set)
+    interval_s: float = Field(default=300.0, ge=1)
+    notify_on: Literal["alert_only", "warn_and_alert", "all"] = "alert_only"
+
+
 class LlmSettings(_Section):
     provider: Literal["none", "openai", "anthropic"] = "none"
     base_url: str | None = None
@@ -213,6 +246,8 @@ class Settings(BaseSettings):
     probes: list[ProbeSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     clean: CleanSettings = Field(default_factory=CleanSettings)
+    monitors: list[MonitorSpec] = Field(default_factory=list)
+    monitor_concurrency: int = Field(default=4, ge=1)
 
     _csv = field_validator("log_roots", "clean_roots", "approvers", mode="before")(_split_csv)
 

@@ -19,6 +19,7 @@ from mcp_server.deps import Deps
 from mcp_server.detection import AutoHealer, Detector, supervise
 from mcp_server.healer import Healer
 from mcp_server.incidents import Incidents
+from mcp_server.monitors import Monitors
 from mcp_server.safety.policy import Policy, RestartLedger
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("healer", Healer(deps, x["policy"], x["ledger"], x["incidents"]))
     x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
     x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
+    x.setdefault("monitors", Monitors(deps))
 
 
 @contextlib.asynccontextmanager
