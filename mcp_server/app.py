@@ -22,7 +22,7 @@ from mcp_server.settings import Settings
 from mcp_server.tools import actions, containers, events, logs, metrics, monitors
 from mcp_server.tools import audit as audit_tools
 from mcp_server.tools import incidents as incident_tools
-from mcp_server.wiring import build_services, watchers
+from mcp_server.wiring import build_services, serving
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,8 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        await deps.start()
-        deps.tasks["store"] = "running"
-        try:
-            async with watchers(deps):
-                yield {"deps": deps}
-        finally:
-            deps.tasks["store"] = "stopped"
-            await deps.stop()
+        async with serving(deps):
+            yield {"deps": deps}
 
     server = FastMCP(
         "opsmedic",

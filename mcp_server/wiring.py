@@ -10,6 +10,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
+
 from mcp_server.backends.diskclean import DiskPlanner
 from mcp_server.backends.docker_engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
@@ -42,6 +44,36 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
     x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
     x.setdefault("monitors", Monitors(deps))
+
+
+@contextlib.asynccontextmanager
+async def serving(deps: Deps) -> AsyncIterator[None]:
+    """The server's running life, shared: the first entry opens the store and starts the
+    watchers, the last exit stops them. `opsmedic run` enters it twice (the HTTP app and the
+    in-process runner client) and must still watch each source once."""
+    first = deps.extras.get("_serving", 0) == 0
+    deps.extras["_serving"] = deps.extras.get("_serving", 0) + 1
+    await deps.start()
+    try:
+        if first:
+            deps.tasks["store"] = "running"
+            async with watchers(deps):
+                deps.extras["_live"] = anyio.Event()
+                try:
+                    yield
+                    while deps.extras["_serving"] > 1:  # others still use the watchers
+                        await deps.extras["_live"].wait()
+                finally:
+                    deps.tasks["store"] = "stopped"
+        else:
+            yield
+    finally:
+        deps.extras["_serving"] -= 1
+        live = deps.extras.get("_live")
+        if live is not None and not first:
+            live.set()
+            deps.extras["_live"] = anyio.Event()
+        await deps.stop()
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,30 @@
+"""Who writes the RCA: the rules (embedded default) or an LLM that falls back to the rules."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from agent_runner import rules
+
+logger = logging.getLogger(__name__)
+
+
+class Advisor(Protocol):
+    name: str
+
+    async def advise(
+        self, incident: dict[str, Any], evidence: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """An RCA as the record_rca tool takes it (summary, category, evidence, ...)."""
+
+
+class RulesAdvisor:
+    """Deterministic triage rules: fast, offline, always available."""
+
+    name = "rules"
+
+    async def advise(
+        self, incident: dict[str, Any], evidence: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        return rules.rca_input(rules.triage(incident, evidence))

@@ -1,0 +1,222 @@
+"""The unattended runner: an MCP client that triages, diagnoses, heals and reports.
+
+Per incident: triage (rules) -> RCA (LLM when configured, else rules) -> policy decision (by the
+server, on `restart`) -> act -> verify (server) -> notify / escalate -> record. Each step lands
+on the incident's timeline through the same tools any LLM client has. Event-driven through
+`wait_for_events`, plus timer ticks for scheduled monitors and a reconcile pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from fastmcp import Client
+
+from agent_runner.advisor import Advisor
+from agent_runner.notify import notify_incident, notify_monitor
+
+logger = logging.getLogger(__name__)
+
+RESTARTABLE = ("container", "process", "job")
+LOG_KINDS = ("container", "process", "job", "file")
+SKIP = {"resolved", "escalated", "awaiting_approval", "healing", "verifying"}
+ACTION_TIMEOUT_S = 120.0
+EVIDENCE_LINES = 200
+
+
+@dataclass
+class PassReport:
+    handled: list[int] = field(default_factory=list)
+    unhealthy: list[str] = field(default_factory=list)  # what is still wrong after the pass
+    monitors: dict[str, str] = field(default_factory=dict)  # name -> verdict
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unhealthy and "alert" not in self.monitors.values()
+
+
+class Runner:
+    def __init__(
+        self,
+        client: Client[Any],
+        advisor: Advisor,
+        mode: Literal["check", "heal"] = "check",
+        monitors: dict[str, float] | None = None,
+        notify: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.advisor = advisor
+        self.mode = mode
+        self.monitors = dict(monitors or {})  # name -> interval_s
+        self.notify = notify
+        self.clock = clock
+        self._handled: dict[int, int] = {}  # incident id -> count when handled
+        self._due: dict[str, float] = {}
+        self._retry: dict[int, float] = {}  # incident id -> when backoff allows a retry
+        self._stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish: the incident in hand completes, nothing new starts."""
+        self._stopping.set()
+
+    # --- tool plumbing -----------------------------------------------------------------
+
+    async def call(self, tool: str, **args: Any) -> tuple[bool, Any]:
+        """(ok, structured result or error text); never raises for a tool error."""
+        r = await self.client.call_tool(tool, args, raise_on_error=False)
+        if r.is_error:
+            return False, r.content[0].text if r.content else "error"
+        return True, r.structured_content
+
+    async def note(self, incident_id: int, text: str, status: str | None = None) -> None:
+        args: dict[str, Any] = {"incident_id": incident_id, "note": f"runner: {text}"}
+        if status:
+            args["status"] = status
+        ok, err = await self.call("update_incident", **args)
+        if not ok:
+            logger.warning("could not update incident %s: %s", incident_id, err)
+
+    # --- one incident --------------------------------------------------------------------
+
+    async def handle(self, incident_id: int) -> None:
+        ok, inc = await self.call("get_incident", incident_id=incident_id)
+        if not ok or inc["status"] in SKIP:
+            return
+        if self._handled.get(incident_id) == inc["count"]:
+            return
+        self._handled[incident_id] = inc["count"]
+        target = inc["target"]
+        await self.note(incident_id, "triage started", status="diagnosing")
+        evidence = await self._evidence(target)
+        rca = await self.advisor.advise(inc, evidence)
+        ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
+        if not ok:
+            logger.warning("record_rca failed for %s: %s", incident_id, err)
+        action = await self._act(inc, rca)
+        if self.notify:
+            await notify_incident(self, inc, rca, action)
+
+    async def _evidence(self, target: str) -> list[tuple[str, str]]:
+        if target.partition(":")[0] not in LOG_KINDS:
+            return []
+        ok, out = await self.call("tail_logs", source=target, lines=EVIDENCE_LINES)
+        if not ok:
+            return []
+        return [(target, line) for line in str(out.get("lines", "")).splitlines() if line]
+
+    async def _act(self, inc: dict[str, Any], rca: dict[str, Any]) -> str:
+        """Decide and act. The server's policy has the last word on every restart."""
+        iid, target = inc["id"], inc["target"]
+        kind = target.partition(":")[0]
+        if kind not in RESTARTABLE:
+            await self.note(iid, f"nothing to restart for {kind}; a person should look", "open")
+            return "none"
+        if not rca.get("restart_safe"):
+            why = f"RCA says a restart would not help ({rca.get('category')}): escalating"
+            await self.note(iid, why, status="escalated")
+            return "escalated"
+        if self.mode != "heal":
+            await self.note(iid, "check mode: would restart, changed nothing", status="open")
+            return "would_restart"
+        reason = f"runner: {rca.get('category')}: {str(rca.get('summary', ''))[:200]}"
+        with anyio.CancelScope(shield=True), anyio.move_on_after(ACTION_TIMEOUT_S) as scope:
+            ok, out = await self.call("restart", target=target, reason=reason, incident_id=iid)
+        if scope.cancelled_caught:
+            await self.note(iid, "restart interrupted: result unknown, check the target", "open")
+            return "interrupted"
+        if ok:
+            return "restarted" if out.get("ok") else "restart_failed"
+        await self.note(iid, f"restart refused: {out}")
+        wait = _backoff_wait(str(out))
+        if wait is not None:  # come back when the backoff has passed
+            self._retry[iid] = self.clock() + wait
+        return "refused"
+
+    # --- passes and the loop -------------------------------------------------------------
+
+    async def run_monitor(self, name: str) -> str:
+        ok, out = await self.call("run_monitor", name=name)
+        if not ok:
+            logger.warning("monitor %s failed: %s", name, out)
+            return "error"
+        if self.notify:
+            await notify_monitor(self, name, out)
+        return str(out["verdict"])
+
+    async def once(self) -> PassReport:
+        """One pass: every active incident, every monitor. For `--once` and the demo."""
+        report = PassReport()
+        ok, out = await self.call("list_incidents", status="active", limit=200)
+        for row in out.get("incidents", []) if ok else []:
+            await self.handle(row["id"])
+            report.handled.append(row["id"])
+        for name in self.monitors:
+            report.monitors[name] = await self.run_monitor(name)
+        ok, out = await self.call("list_incidents", status="active", limit=200)
+        report.unhealthy = [f"{r['target']} {r['symptom']}" for r in out.get("incidents", [])]
+        return report
+
+    async def run_forever(self, tick_s: float = 5.0) -> None:
+        """Follow events; tick monitors; reconcile. A failing step is logged, never fatal."""
+        ok, first = await self.call("wait_for_events")
+        cursor = first["cursor"] if ok else 0
+        await self._guard("startup pass", self.once)
+        while not self._stopping.is_set():
+            ok, out = await self.call("wait_for_events", cursor=cursor, timeout_s=tick_s)
+            if ok:
+                cursor = out["cursor"]
+                for iid in _incident_ids(out["events"]):
+                    await self._guard(f"incident {iid}", lambda i=iid: self.handle(i))
+            await self._guard("retry tick", self._tick_retries)
+            await self._guard("monitor tick", self._tick_monitors)
+
+    async def _tick_retries(self) -> None:
+        now = self.clock()
+        for iid, due in list(self._retry.items()):
+            if now >= due:
+                del self._retry[iid]
+                self._handled.pop(iid, None)
+                await self.handle(iid)
+
+    async def _tick_monitors(self) -> None:
+        now = self.clock()
+        for name, interval in self.monitors.items():
+            if now >= self._due.get(name, 0.0):
+                self._due[name] = now + interval
+                await self.run_monitor(name)
+
+    async def _guard(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await step()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:
+            logger.exception("%s failed; the runner goes on", what)
+
+
+def _incident_ids(events: list[dict[str, Any]]) -> list[int]:
+    wanted = ("incident.opened", "incident.repeat")
+    seen: list[int] = []
+    for e in events:
+        iid = e.get("incident_id")
+        if e.get("type") in wanted and iid is not None and iid not in seen:
+            seen.append(iid)
+    return seen
+
+
+_WAIT = re.compile(r"wait (\d+) (s|min) \(backoff\)")
+
+
+def _backoff_wait(refusal: str) -> float | None:
+    """Seconds to wait from a policy refusal like "... To allow it: wait 17 s (backoff)."."""
+    m = _WAIT.search(refusal)
+    if m is None:
+        return None
+    return float(m.group(1)) * (60 if m.group(2) == "min" else 1)
