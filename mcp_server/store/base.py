@@ -51,35 +51,67 @@ def audit_body(entry: AuditEntry | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+class ChainVerifier:
+    """Incremental form of verify_chain, for streaming long chains in batches.
+
+    Feed entries in seq order with feed(); it returns a failing verdict at the first bad
+    entry (and keeps returning it), else None. unreadable() reports a stored row that could
+    not even be parsed. result() gives the final verdict.
+    """
+
+    def __init__(self) -> None:
+        self.prev = GENESIS_HASH
+        self.expected_seq = 1
+        self.checked = 0
+        self.failure: AuditVerdict | None = None
+
+    def _fail(self, bad_seq: int, reason: str) -> AuditVerdict:
+        self.failure = AuditVerdict(ok=False, checked=self.checked, bad_seq=bad_seq, reason=reason)
+        return self.failure
+
+    def _missing(self, found: int) -> AuditVerdict:
+        want = self.expected_seq
+        return self._fail(want, f"seq {want} is missing (found {found} next): deleted or reordered")
+
+    def feed(self, entry: AuditEntry) -> AuditVerdict | None:
+        if self.failure is not None:
+            return self.failure
+        if entry.seq != self.expected_seq:
+            return self._missing(entry.seq)
+        if entry.prev_hash != self.prev:
+            return self._fail(
+                entry.seq,
+                "prev_hash does not match the previous entry: the chain was cut or reordered",
+            )
+        if audit_hash(self.prev, audit_body(entry)) != entry.hash:
+            return self._fail(
+                entry.seq, "hash does not match the entry's content: the entry was edited"
+            )
+        self.prev = entry.hash
+        self.expected_seq += 1
+        self.checked += 1
+        return None
+
+    def unreadable(self, seq: int, why: str) -> AuditVerdict:
+        """A stored row at seq could not be parsed into an AuditEntry."""
+        if self.failure is not None:
+            return self.failure
+        if seq != self.expected_seq:
+            return self._missing(seq)
+        why = f"entry {seq} cannot be read ({why}): it was written or edited outside OpsMedic"
+        return self._fail(seq, why)
+
+    def result(self) -> AuditVerdict:
+        return self.failure or AuditVerdict(ok=True, checked=self.checked)
+
+
 def verify_chain(entries: Sequence[AuditEntry]) -> AuditVerdict:
     """Walk entries in seq order: contiguous seq, linked prev_hash, recomputed hash."""
-    prev = GENESIS_HASH
-    expected_seq = 1
-    for count, entry in enumerate(entries):
-        if entry.seq != expected_seq:
-            return AuditVerdict(
-                ok=False,
-                checked=count,
-                bad_seq=expected_seq,
-                reason=f"seq {expected_seq} is missing (found {entry.seq} next): deleted or reordered",
-            )
-        if entry.prev_hash != prev:
-            return AuditVerdict(
-                ok=False,
-                checked=count,
-                bad_seq=entry.seq,
-                reason="prev_hash does not match the previous entry: the chain was cut or reordered",
-            )
-        if audit_hash(prev, audit_body(entry)) != entry.hash:
-            return AuditVerdict(
-                ok=False,
-                checked=count,
-                bad_seq=entry.seq,
-                reason="hash does not match the entry's content: the entry was edited",
-            )
-        prev = entry.hash
-        expected_seq += 1
-    return AuditVerdict(ok=True, checked=len(entries))
+    verifier = ChainVerifier()
+    for entry in entries:
+        if verifier.feed(entry) is not None:
+            break
+    return verifier.result()
 
 
 @runtime_checkable
