@@ -6,6 +6,7 @@ import logging
 from typing import Any, Protocol
 
 from agent_runner import rules
+from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,4 +28,13 @@ class RulesAdvisor:
     async def advise(
         self, incident: dict[str, Any], evidence: list[tuple[str, str]]
     ) -> dict[str, Any]:
-        return rules.rca_input(rules.triage(incident, evidence))
+        return {**rules.rca_input(rules.triage(incident, evidence)), "author": "rules"}
+
+
+def advisor_from_settings(settings: Settings) -> Advisor:
+    """Rules when no LLM is configured (the embedded default), else the LLM with rules fallback."""
+    if settings.llm.provider == "none":
+        return RulesAdvisor()
+    from agent_runner.llm_advisor import LlmAdvisor
+
+    return LlmAdvisor.from_settings(settings)

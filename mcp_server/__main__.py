@@ -67,6 +67,31 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent_runner.main import RunOptions, run
+    from mcp_server.logsetup import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_file)
+    mode = args.mode or ("heal" if settings.mode == "heal" else "check")
+    opts = RunOptions(
+        mode=mode,
+        once=args.once,
+        url=args.url,
+        token=args.token,
+        stdio=args.stdio,
+        http=not args.no_http and not args.once,
+    )
+    return asyncio.run(run(settings, opts))
+
+
+def cmd_monitors(args: argparse.Namespace) -> int:
+    from agent_runner.monitors_cli import monitors_command
+
+    settings = _settings(args)
+    return asyncio.run(monitors_command(settings, args.monitors_command, args.name))
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"opsmedic {__version__}")
     return 0
@@ -88,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8765)")
     serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="server + agent runner + HTTP: unattended monitoring")
+    run.add_argument("--mode", choices=["check", "heal"], help="default: OPSMEDIC_MODE")
+    run.add_argument("--once", action="store_true", help="one pass; exit 1 if unhealthy")
+    run.add_argument("--url", help="drive a remote server (streamable HTTP URL) instead")
+    run.add_argument("--token", help="bearer token for --url")
+    run.add_argument("--stdio", help='drive a server started as a command, e.g. "opsmedic serve"')
+    run.add_argument("--no-http", action="store_true", help="do not serve HTTP locally")
+    run.set_defaults(func=cmd_run)
+
+    mon = sub.add_parser("monitors", help="run or test a configured monitor once")
+    mon.add_argument("monitors_command", choices=["run", "test"], metavar="run|test")
+    mon.add_argument("name", help="monitor name from the config")
+    mon.set_defaults(func=cmd_monitors)
 
     audit = sub.add_parser("audit", help="audit log commands")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")

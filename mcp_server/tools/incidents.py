@@ -59,6 +59,7 @@ class RcaInput(BaseModel):
     recommendation: Annotated[str, Field(max_length=2000)] = ""
     restart_safe: bool = False
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+    author: Annotated[str | None, Field(max_length=100)] = None  # rules, or the model's name
 
 
 async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str, Any]:
@@ -67,11 +68,12 @@ async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str,
     deps = deps_of(ctx)
     if await deps.store.get_incident(incident_id) is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
-    author = caller_identity(ctx)[0]
-    stored = Rca(incident_id=incident_id, author=author, **rca.model_dump())
+    actor = caller_identity(ctx)[0]
+    author = rca.author or actor
+    stored = Rca(incident_id=incident_id, **{**rca.model_dump(), "author": author})
     await deps.store.put_rca(stored)
     await deps.extras["incidents"].note(
-        incident_id, "rca", f"{stored.category}: {stored.summary[:200]}", actor=author
+        incident_id, "rca", f"{stored.category} ({author}): {stored.summary[:200]}", actor=actor
     )
     return {"incident_id": incident_id, "category": stored.category, "author": author}
 

@@ -1,0 +1,128 @@
+"""`opsmedic run`: the server (MCP over HTTP + watchers) and the runner in one process, or the
+runner alone against a remote server (--url) or a server it starts over stdio (--stdio)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
+from mcp_types import Implementation
+
+from agent_runner.advisor import Advisor, advisor_from_settings
+from agent_runner.runner import PassReport, Runner
+from mcp_server import __version__
+from mcp_server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CLIENT_INFO = Implementation(name="opsmedic-runner", version=__version__)
+
+
+@dataclass
+class RunOptions:
+    mode: Literal["check", "heal"] = "check"
+    once: bool = False
+    url: str | None = None
+    token: str | None = None
+    stdio: str | None = None
+    http: bool = True
+    tick_s: float = 5.0
+    settle_s: float = 2.0  # --once: let the watchers observe before the pass
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[Any]]:
+    """A client of the server to drive: remote, stdio, or in-process (plus HTTP)."""
+    if opts.url:
+        transport = StreamableHttpTransport(opts.url, auth=opts.token)
+        async with Client(transport, client_info=CLIENT_INFO) as client:
+            yield client
+        return
+    if opts.stdio:
+        argv = shlex.split(opts.stdio)
+        async with Client(StdioTransport(argv[0], argv[1:]), client_info=CLIENT_INFO) as client:
+            yield client
+        return
+    async with local_server(settings, opts) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[Any]]:
+    from mcp_server.app import create_server
+    from mcp_server.auth import check_bind
+    from mcp_server.server_runner import uvicorn_server
+
+    # The runner decides and acts (after its RCA); the server's own auto-restart stays off.
+    settings = settings.model_copy(
+        update={
+            "mode": opts.mode,
+            "policy": settings.policy.model_copy(update={"auto_restart": False}),
+        }
+    )
+    server = create_server(settings)
+    async with anyio.create_task_group() as tg:
+        http = None
+        if opts.http:
+            check_bind(settings.http.host, settings.auth)
+            http = uvicorn_server(server, settings)
+            tg.start_soon(http.serve)
+            logger.info(
+                "MCP over HTTP at http://%s:%s%s and dashboard at /",
+                settings.http.host,
+                settings.http.port,
+                settings.http.path,
+            )
+        try:
+            async with Client(server, client_info=CLIENT_INFO) as client:
+                yield client
+        finally:
+            if http is not None:
+                http.should_exit = True
+
+
+async def run(settings: Settings, opts: RunOptions) -> int:
+    advisor: Advisor = advisor_from_settings(settings)
+    monitors = {m.name: m.interval_s for m in settings.monitors}
+    async with connect(settings, opts) as client:
+        runner = Runner(client, advisor, mode=opts.mode, monitors=monitors)
+        logger.info("runner started: mode %s, RCA by %s", opts.mode, advisor.name)
+        if opts.once:
+            await anyio.sleep(opts.settle_s)
+            report = await runner.once()
+            print_report(report)
+            return 0 if report.healthy else 1
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, runner, tg.cancel_scope)
+            await runner.run_forever(opts.tick_s)
+            tg.cancel_scope.cancel()
+    return 0
+
+
+async def _stop_on_signal(runner: Runner, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("signal %s: finishing the step in hand, then stopping", signum)
+            runner.stop()
+            scope.cancel()  # actions in hand are shielded; they finish or are recorded
+            return
+
+
+def print_report(report: PassReport) -> None:
+    print(f"handled {len(report.handled)} incident(s)")
+    for name, verdict in report.monitors.items():
+        print(f"monitor {name}: {verdict}")
+    if report.unhealthy:
+        print("still unhealthy:")
+        for line in report.unhealthy:
+            print(f"  {line}")
+    else:
+        print("all healthy")
