@@ -92,6 +92,14 @@ def cmd_monitors(args: argparse.Namespace) -> int:
     return asyncio.run(monitors_command(settings, args.monitors_command, args.name))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent_runner.demo import run_demo
+    from mcp_server.logsetup import setup_logging
+
+    setup_logging("warning")
+    return asyncio.run(run_demo())
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"opsmedic {__version__}")
     return 0
@@ -132,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
     verify = audit_sub.add_parser("verify", help="walk the hash chain; exit 1 if broken")
     verify.set_defaults(func=cmd_audit_verify)
+
+    demo = sub.add_parser("demo", help="watch the whole loop once, on throwaway defaults")
+    demo.set_defaults(func=cmd_demo)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -1,0 +1,108 @@
+"""`opsmedic demo`: the whole loop in under a minute on embedded defaults, narrated.
+
+A managed process that crashes on its first run (and, when a Docker engine with a busybox
+image is reachable, a container that does the same) -> detection -> RCA -> restart ->
+verification -> audit chain verified. Everything lives in a temp dir that is removed after.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastmcp import Client
+
+from agent_runner.advisor import RulesAdvisor
+from agent_runner.main import CLIENT_INFO
+from agent_runner.runner import Runner
+from mcp_server.settings import Settings
+
+FLAKY = """\
+import os, sys, time
+marker = sys.argv[1]
+print("demo-worker: connecting to the queue", flush=True)
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    time.sleep(1.5)
+    print("Traceback (most recent call last):", flush=True)
+    print('  File "worker.py", line 12, in handle', flush=True)
+    print("ZeroDivisionError: division by zero", flush=True)
+    sys.exit(1)
+print("demo-worker: healthy, processing jobs", flush=True)
+time.sleep(3600)
+"""
+STEPS = 6
+
+
+class Narrator:
+    def __init__(self, out: Any = None) -> None:
+        self.out = out or sys.stdout
+        self.t0 = time.monotonic()
+
+    def step(self, n: int, text: str) -> None:
+        self.say(f"[{n}/{STEPS}] {text}")
+
+    def say(self, text: str) -> None:
+        print(f"{time.monotonic() - self.t0:5.1f}s  {text}", file=self.out, flush=True)
+
+
+def demo_settings(tmp: Path) -> Settings:
+    script = tmp / "worker.py"
+    script.write_text(FLAKY)
+    proc = {"name": "demo-worker", "argv": [sys.executable, str(script), str(tmp / "ran")]}
+    return Settings(
+        data_dir=tmp / "data",
+        mode="heal",
+        processes=[proc],
+        policy={"auto_restart": False, "verify_stable_s": 1.0, "allow": ["container:*"]},
+        thresholds={"interval_s": 3600},
+    )
+
+
+async def run_demo(out: Any = None, timeout_s: float = 55.0) -> int:
+    say = Narrator(out)
+    with tempfile.TemporaryDirectory(prefix="opsmedic-demo-") as tmp:
+        settings = demo_settings(Path(tmp))
+        from mcp_server.app import create_server
+
+        say.step(1, f"starting OpsMedic: SQLite in {tmp}, rules RCA, heal mode")
+        server = create_server(settings)
+        async with Client(server, client_info=CLIENT_INFO) as client:
+            runner = Runner(client, RulesAdvisor(), mode="heal", notify=False)
+            say.step(2, "managed process 'demo-worker' started; it will crash in ~1.5 s")
+            with anyio.move_on_after(timeout_s) as scope:
+                ok = await _follow(runner, say)
+            if scope.cancelled_caught:
+                say.say(f"demo did not finish within {timeout_s:.0f} s")
+                return 1
+            return 0 if ok else 1
+
+
+async def _follow(runner: Runner, say: Narrator) -> bool:
+    ok, first = await runner.call("wait_for_events")
+    cursor = first["cursor"]
+    while True:
+        ok, got = await runner.call("wait_for_events", cursor=cursor, timeout_s=5)
+        cursor = got["cursor"]
+        opened = [e for e in got["events"] if e["type"] == "incident.opened"]
+        if opened:
+            break
+    event = opened[0]
+    say.step(3, f"detected: incident #{event['incident_id']} {event['target']}: "
+                f"{event['data'].get('title', '')}")  # fmt: skip
+    await runner.handle(event["incident_id"])
+    ok, inc = await runner.call("get_incident", incident_id=event["incident_id"])
+    rca = inc.get("rca") or {}
+    say.step(4, f"RCA by {rca.get('author')}: {rca.get('category')}: {rca.get('summary')}")
+    for line in (rca.get("evidence") or [])[:3]:
+        say.say(f"        evidence [{line['source']}] {line['line'][:90]}")
+    verified = [t["text"] for t in inc["timeline"] if t["text"].startswith("resolved")]
+    say.step(5, f"restart -> {verified[-1] if verified else 'status ' + inc['status']}")
+    ok, verdict = await runner.call("verify_audit")
+    say.step(6, f"audit chain: {'verified' if verdict['ok'] else 'BROKEN'}, "
+                f"{verdict['checked']} entries")  # fmt: skip
+    return bool(inc["status"] == "resolved" and verdict["ok"])

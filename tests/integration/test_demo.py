@@ -1,0 +1,23 @@
+"""`opsmedic demo` runs the whole loop on embedded defaults, as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.helpers import OPSMEDIC, REPO, clean_env
+
+
+def test_demo_runs_the_whole_loop(tmp_path, docker_host):
+    out = subprocess.run(
+        [*OPSMEDIC, "demo"],
+        env=clean_env(DOCKER_HOST=docker_host),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    for step in ("[1/6]", "[3/6] detected", "[4/6] RCA by rules", "[5/6] restart", "[6/6] audit"):
+        assert step in out.stdout, out.stdout
+    assert "verified" in out.stdout
+    assert REPO.exists()
