@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from fastmcp import Client
+
 from agent_runner import rules
 from mcp_server.settings import Settings
 
@@ -15,9 +17,9 @@ class Advisor(Protocol):
     name: str
 
     async def advise(
-        self, incident: dict[str, Any], evidence: list[tuple[str, str]]
+        self, incident: dict[str, Any], evidence: list[tuple[str, str]], client: Client[Any]
     ) -> dict[str, Any]:
-        """An RCA as the record_rca tool takes it (summary, category, evidence, ...)."""
+        """An RCA as the record_rca tool takes it (summary, category, evidence, author...)."""
 
 
 class RulesAdvisor:
@@ -26,7 +28,7 @@ class RulesAdvisor:
     name = "rules"
 
     async def advise(
-        self, incident: dict[str, Any], evidence: list[tuple[str, str]]
+        self, incident: dict[str, Any], evidence: list[tuple[str, str]], client: Client[Any]
     ) -> dict[str, Any]:
         return {**rules.rca_input(rules.triage(incident, evidence)), "author": "rules"}
 

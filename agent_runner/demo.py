@@ -54,12 +54,14 @@ def demo_settings(tmp: Path) -> Settings:
     script = tmp / "worker.py"
     script.write_text(FLAKY)
     proc = {"name": "demo-worker", "argv": [sys.executable, str(script), str(tmp / "ran")]}
-    return Settings(
-        data_dir=tmp / "data",
-        mode="heal",
-        processes=[proc],
-        policy={"auto_restart": False, "verify_stable_s": 1.0, "allow": ["container:*"]},
-        thresholds={"interval_s": 3600},
+    return Settings.model_validate(
+        {
+            "data_dir": tmp / "data",
+            "mode": "heal",
+            "processes": [proc],
+            "policy": {"auto_restart": False, "verify_stable_s": 1.0, "allow": ["container:*"]},
+            "thresholds": {"interval_s": 3600},
+        }
     )
 
 
@@ -83,10 +85,10 @@ async def run_demo(out: Any = None, timeout_s: float = 55.0) -> int:
 
 
 async def _follow(runner: Runner, say: Narrator) -> bool:
-    ok, first = await runner.call("wait_for_events")
+    _, first = await runner.call("wait_for_events")
     cursor = first["cursor"]
     while True:
-        ok, got = await runner.call("wait_for_events", cursor=cursor, timeout_s=5)
+        _, got = await runner.call("wait_for_events", cursor=cursor, timeout_s=5)
         cursor = got["cursor"]
         opened = [e for e in got["events"] if e["type"] == "incident.opened"]
         if opened:
@@ -95,14 +97,14 @@ async def _follow(runner: Runner, say: Narrator) -> bool:
     say.step(3, f"detected: incident #{event['incident_id']} {event['target']}: "
                 f"{event['data'].get('title', '')}")  # fmt: skip
     await runner.handle(event["incident_id"])
-    ok, inc = await runner.call("get_incident", incident_id=event["incident_id"])
+    _, inc = await runner.call("get_incident", incident_id=event["incident_id"])
     rca = inc.get("rca") or {}
     say.step(4, f"RCA by {rca.get('author')}: {rca.get('category')}: {rca.get('summary')}")
     for line in (rca.get("evidence") or [])[:3]:
         say.say(f"        evidence [{line['source']}] {line['line'][:90]}")
     verified = [t["text"] for t in inc["timeline"] if t["text"].startswith("resolved")]
     say.step(5, f"restart -> {verified[-1] if verified else 'status ' + inc['status']}")
-    ok, verdict = await runner.call("verify_audit")
+    _, verdict = await runner.call("verify_audit")
     say.step(6, f"audit chain: {'verified' if verdict['ok'] else 'BROKEN'}, "
                 f"{verdict['checked']} entries")  # fmt: skip
     return bool(inc["status"] == "resolved" and verdict["ok"])

@@ -8,6 +8,7 @@ on the incident's timeline through the same tools any LLM client has. Event-driv
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -72,7 +73,7 @@ class Runner:
         """(ok, structured result or error text); never raises for a tool error."""
         r = await self.client.call_tool(tool, args, raise_on_error=False)
         if r.is_error:
-            return False, r.content[0].text if r.content else "error"
+            return False, " ".join(getattr(c, "text", "") for c in r.content) or "error"
         return True, r.structured_content
 
     async def note(self, incident_id: int, text: str, status: str | None = None) -> None:
@@ -95,7 +96,7 @@ class Runner:
         target = inc["target"]
         await self.note(incident_id, "triage started", status="diagnosing")
         evidence = await self._evidence(target)
-        rca = await self.advisor.advise(inc, evidence)
+        rca = await self.advisor.advise(inc, evidence, self.client)
         ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
         if not ok:
             logger.warning("record_rca failed for %s: %s", incident_id, err)
@@ -173,7 +174,7 @@ class Runner:
             if ok:
                 cursor = out["cursor"]
                 for iid in _incident_ids(out["events"]):
-                    await self._guard(f"incident {iid}", lambda i=iid: self.handle(i))
+                    await self._guard(f"incident {iid}", functools.partial(self.handle, iid))
             await self._guard("retry tick", self._tick_retries)
             await self._guard("monitor tick", self._tick_monitors)
 
