@@ -19,9 +19,10 @@ from mcp_server.auth import build_auth
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware
 from mcp_server.settings import Settings
-from mcp_server.tools import actions, containers, events, logs, metrics, monitors
+from mcp_server.tools import actions, containers, events, logs, mail, metrics, monitors
 from mcp_server.tools import audit as audit_tools
 from mcp_server.tools import incidents as incident_tools
+from mcp_server.web import register_web
 from mcp_server.wiring import build_services, serving
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
         mask_error_details=True,
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below
-    tool_modules = (containers, logs, metrics, events, incident_tools, actions, monitors)
+    tool_modules = (containers, logs, metrics, events, incident_tools, actions, monitors, mail)
     for module in (*tool_modules, audit_tools):
         module.register(server)
     resources.register(server)
@@ -65,6 +66,8 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
 
 
 def _register_routes(server: FastMCP, deps: Deps) -> None:
+    register_web(server, deps)  # dashboard, /api/*, /metrics (mcp_server/web)
+
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_request: Request) -> JSONResponse:
         """200 when the store answers and every background duty runs; 503 otherwise."""

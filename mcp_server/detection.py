@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from mcp_server.backends.docker_events import EventHistory, classify
@@ -104,8 +105,10 @@ class Detector:
         """Follow the engine's events forever; the backend reconnects when it drops."""
         docker = self.deps.extras["docker"]
         history = EventHistory()
+        since = time.time()
+        await self._scan_containers(docker)
         self.deps.tasks["docker-events"] = "running"
-        async for event in docker.events():
+        async for event in docker.events(since=since):
             symptom = classify(event, history)
             history.record(event)
             if symptom is None or not event.name:
@@ -116,6 +119,18 @@ class Detector:
                 "action": event.action,
             }
             await self.report(f"container:{event.name}", symptom.kind, symptom.detail, detail)
+
+    async def _scan_containers(self, docker: Any) -> None:
+        """At start: managed containers that are already down or unhealthy get incidents
+        too (OpsMedic may start after the crash)."""
+        rows = await docker.list_containers(self.deps.settings.policy.selector or None)
+        for row in rows:
+            target = f"container:{row.name}"
+            if row.status in ("exited", "dead") and row.exit_code not in (None, 0):
+                title = f"{row.name} is down (exited with code {row.exit_code}) at startup"
+                await self.report(target, "died", title, {"exit_code": row.exit_code})
+            elif row.health == "unhealthy":
+                await self.report(target, "unhealthy", f"{row.name} is unhealthy at startup")
 
     # --- managed processes --------------------------------------------------------------
 

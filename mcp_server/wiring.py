@@ -15,6 +15,7 @@ import anyio
 from mcp_server.backends.diskclean import DiskPlanner
 from mcp_server.backends.docker_engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
+from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.deps import Deps
@@ -23,6 +24,7 @@ from mcp_server.healer import Healer
 from mcp_server.incidents import Incidents
 from mcp_server.monitors import Monitors
 from mcp_server.safety.policy import Policy, RestartLedger
+from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
     x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
     x.setdefault("monitors", Monitors(deps))
+    x.setdefault("outbox", Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)))
 
 
 @contextlib.asynccontextmanager
@@ -91,6 +94,8 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         x.setdefault("probes", ProbeScheduler(deps.settings.probes, on_result=detector.on_probe))
         jobs["probes"] = x["probes"].run
     jobs["host-metrics"] = detector.watch_host
+    if deps.settings.smtp.host:
+        jobs["mail-outbox"] = x["outbox"].run
     tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
     try:
         yield
@@ -103,3 +108,9 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         await x["autoheal"].close()
         if "processes" in x:
             await x["processes"].close()
+
+
+def _mail_domain(settings: Settings) -> str:
+    """The domain for Message-IDs and thread roots: the sender's, else localhost."""
+    sender = settings.smtp.from_
+    return sender.rpartition("@")[2] or "localhost"

@@ -1,0 +1,56 @@
+"""Mail tools: tell people (send_email) and hear back from them (read_replies)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastmcp import Context, FastMCP
+from pydantic import Field
+
+from mcp_server.backends.mail_compose import alert_body, subject_for
+from mcp_server.deps import deps_of
+from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.tools._common import WRITE, add_tool
+
+FLUSH_WAIT_S = 5.0
+
+
+async def send_email(
+    subject: Annotated[str, Field(min_length=1, max_length=200)],
+    body: Annotated[str, Field(max_length=20_000)],
+    ctx: Context,
+    to: list[str] | None = None,
+    incident_id: int | None = None,
+) -> dict[str, Any]:
+    """Email people (default: OPSMEDIC_NOTIFY__TO). With incident_id the mail is tagged
+    [OPSMEDIC-N], threaded with earlier mail about it, and carries the incident summary and
+    RCA. Queued durably; retried until the mail server accepts it. Secrets are redacted."""
+    deps = deps_of(ctx)
+    recipients = to or deps.settings.notify.to
+    if not recipients:
+        raise InvalidInput("no recipients: pass `to` or set OPSMEDIC_NOTIFY__TO")
+    text, html = body, None
+    if incident_id is not None:
+        inc = await deps.store.get_incident(incident_id)
+        if inc is None:
+            raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
+        rca = await deps.store.get_rca(incident_id)
+        summary_text, html = alert_body(inc, rca, dashboard_url=deps.settings.notify.dashboard_url)
+        text = f"{body}\n\n{summary_text}"
+        subject = subject_for(incident_id, inc.severity, subject)
+    outbox = deps.extras["outbox"]
+    msg = await outbox.enqueue(recipients, subject, text, html=html, incident_id=incident_id)
+    with anyio.move_on_after(FLUSH_WAIT_S):
+        await outbox.flush()
+    stored = await deps.store.get_message(msg.id) or msg
+    out: dict[str, Any] = {"message_id": stored.id, "status": stored.status, "to": recipients}
+    if stored.status == "queued":
+        out["note"] = (
+            stored.last_error or "queued; it is sent as soon as the mail server accepts it"
+        )
+    return out
+
+
+def register(server: FastMCP) -> None:
+    add_tool(server, send_email, WRITE)
