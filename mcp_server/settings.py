@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from mcp_server.errors import ConfigError
 
 ENV_PREFIX = "OPSMEDIC_"
+TEST_PREFIX = "OPSMEDIC_TEST_"  # the test harness's own variables, not settings
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -104,11 +105,46 @@ class NotifySettings(_Section):
     _csv = field_validator("to", mode="before")(_split_csv)
 
 
+def _json_dict(value: Any) -> Any:
+    """Dict settings given as one env var hold JSON text: OPSMEDIC_INGEST__MAPPING='{...}'."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            return json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError('expected a JSON object such as {"id": "event_id"}') from None
+    return value
+
+
 class IngestSettings(_Section):
+    """Bot-job ingest: client mode (url) and the /ingest endpoint (token). See backends/ingest."""
+
     url: str | None = None
     token: SecretStr | None = None
     max_frame_bytes: int = 64 * 1024
     rate_per_s: float = 2000.0
+    hub_token: SecretStr | None = None  # sent to the hub in client mode; defaults to token
+    headers: dict[str, str] = Field(default_factory=dict)  # extra headers for the hub
+    resume: Literal["query", "hello", "none"] = "query"
+    resume_param: str = "after"
+    hub_max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    mapping: dict[str, str] = Field(default_factory=dict)  # our field -> dotted path in theirs
+    type_map: dict[str, str] = Field(default_factory=dict)  # their type value -> ours
+    path: str = "/ingest"
+    allowed_origins: CsvList = Field(default_factory=list)  # browser origins allowed on /ingest
+    webhook_url: str | None = None  # restarts go here when set (else over the hub socket)
+    webhook_token: SecretStr | None = None
+    job_timeout_s: float = Field(default=300.0, gt=0)  # no heartbeat this long = stalled
+    log_lines_per_run: int = Field(default=200, ge=1)
+    batch_max: int = Field(default=500, ge=1)
+    batch_wait_s: float = Field(default=0.05, ge=0)
+    stall_check_s: float = Field(default=15.0, gt=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0)  # hub reconnect backoff, doubling
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+    _csv = field_validator("allowed_origins", mode="before")(_split_csv)
+    _dicts = field_validator("headers", "mapping", "type_map", mode="before")(_json_dict)
 
 
 class ProcessSpec(_Section):
@@ -276,6 +312,8 @@ class Settings(BaseSettings):
             self.smtp.password,
             self.imap.password,
             self.ingest.token,
+            self.ingest.hub_token,
+            self.ingest.webhook_token,
             self.llm.api_key,
         ):
             if value is not None:
@@ -288,7 +326,11 @@ class Settings(BaseSettings):
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
     """Build Settings from env, the TOML file (if any) and overrides; raise ConfigError."""
-    env = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper().startswith(ENV_PREFIX) and not k.upper().startswith(TEST_PREFIX)
+    }
     _check_unknown_env(env)
     path = config_path or env.get(f"{ENV_PREFIX}CONFIG") or os.environ.get("OPSMEDIC_CONFIG")
     file_values: dict[str, Any] = {}
