@@ -12,6 +12,9 @@ from mcp_server.deps import Deps
 from tests.helpers import make_settings
 
 
+FIFTY_LINES = "print('\\n'.join(map(str, range(50))))"
+
+
 @pytest.fixture
 async def monitor_client(tmp_path):
     logs = tmp_path / "logs"
@@ -28,7 +31,7 @@ async def monitor_client(tmp_path):
         {"name": "hang", "inputs": [{"kind": "command", "timeout_s": 0.5,
                                      "argv": [py, "-c", "import time; time.sleep(60)"]}]},
         {"name": "window", "window": {"max_lines": 5, "max_chars": 10_000},
-         "inputs": [{"kind": "command", "argv": [py, "-c", "print('\\n'.join(map(str, range(50))))"]}]},
+         "inputs": [{"kind": "command", "argv": [py, "-c", FIFTY_LINES]}]},
     ]  # fmt: skip
     settings = make_settings(tmp_path, log_roots=[str(logs)], monitors=monitors)
     deps = Deps.build(settings)
