@@ -11,7 +11,6 @@ from mcp_server.app import create_server
 from mcp_server.deps import Deps
 from tests.helpers import make_settings
 
-
 FIFTY_LINES = "print('\\n'.join(map(str, range(50))))"
 
 
