@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from mcp_server import __version__
 from mcp_server.errors import ConfigError
@@ -46,25 +46,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from mcp_server.store.base import open_store
+def _view(args: argparse.Namespace) -> int:
+    """Run one of the store-reading operator commands (see cli_views)."""
+    from mcp_server import cli_views as v
 
     settings = _settings(args)
-
-    async def run() -> int:
-        store = open_store(settings.resolved_store_url)
-        await store.open()
-        try:
-            verdict = await store.verify_audit()
-        finally:
-            await store.close()
-        if verdict.ok:
-            print(f"audit chain ok: {verdict.checked} entries verified")
-            return 0
-        print(f"audit chain BROKEN at seq {verdict.bad_seq}: {verdict.reason}")
-        return 1
-
-    return asyncio.run(run())
+    name = args.view
+    if name == "config":
+        return v.cmd_config_check(settings)
+    calls = {
+        "status": lambda: v.cmd_status(settings),
+        "incidents": lambda: v.cmd_incidents(settings, args.open, args.limit),
+        "incident": lambda: v.cmd_incident(settings, args.incident_id),
+        "jobs": lambda: v.cmd_jobs(settings),
+        "audit-tail": lambda: v.cmd_audit_tail(settings, args.limit),
+        "audit-verify": lambda: v.cmd_audit_verify(settings),
+    }
+    return asyncio.run(calls[name]())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_file)
-    mode = args.mode or ("heal" if settings.mode == "heal" else "check")
+    mode: Literal["check", "heal"] = args.mode or ("heal" if settings.mode == "heal" else "check")
     opts = RunOptions(
         mode=mode,
         once=args.once,
@@ -136,10 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("name", help="monitor name from the config")
     mon.set_defaults(func=cmd_monitors)
 
-    audit = sub.add_parser("audit", help="audit log commands")
-    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    status = sub.add_parser("status", help="store, mode, active incidents; exit 1 if any")
+    status.set_defaults(func=_view, view="status")
+    incs = sub.add_parser("incidents", help="list incidents")
+    incs.add_argument("--open", action="store_true", help="only those not resolved")
+    incs.add_argument("--limit", type=int, default=50)
+    incs.set_defaults(func=_view, view="incidents")
+    inc = sub.add_parser("incident", help="one incident: detail, RCA, timeline")
+    inc.add_argument("incident_id", type=int)
+    inc.set_defaults(func=_view, view="incident")
+    jobs = sub.add_parser("jobs", help="bot jobs reported by hubs")
+    jobs.set_defaults(func=_view, view="jobs")
+
+    audit = sub.add_parser("audit", help="audit log: tail | verify")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain; exit 1 if broken")
-    verify.set_defaults(func=cmd_audit_verify)
+    verify.set_defaults(func=_view, view="audit-verify")
+    tail = audit_sub.add_parser("tail", help="the newest audit entries")
+    tail.add_argument("--limit", type=int, default=20)
+    tail.set_defaults(func=_view, view="audit-tail")
+
+    config = sub.add_parser("config", help="configuration: check")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate settings and print them (redacted)")
+    check.set_defaults(func=_view, view="config")
 
     demo = sub.add_parser("demo", help="watch the whole loop once, on throwaway defaults")
     demo.set_defaults(func=cmd_demo)

@@ -23,9 +23,8 @@ async def restart(
     ctx: Context,
     incident_id: int | None = None,
 ) -> dict[str, Any]:
-    """Restart container:NAME or process:NAME, then verify it stays up. Refused outside
-    policy (mode, scope, budget/backoff, approval); the refusal says what would allow it.
-    See opsmedic://policy. Pass incident_id so the incident records the outcome."""
+    """Restart container:NAME or process:NAME and verify it stays up. Policy may refuse
+    (mode, scope, backoff, approval); the refusal says what would allow it."""
     deps = deps_of(ctx)
     healer = deps.extras["healer"]
     actor = _actor(ctx)
@@ -40,10 +39,9 @@ async def clean_disk(
     root: str | None = None,
     plan_id: str | None = None,
 ) -> dict[str, Any]:
-    """Free disk space in two steps. action="plan" lists exactly what would be deleted
-    (files under OPSMEDIC_CLEAN_ROOTS matching the clean rules; optionally Docker leftovers)
-    with a plan_id. action="apply" with that plan_id deletes exactly those items, skipping
-    any that changed since the plan. Never follows symlinks out of a root."""
+    """Free disk space: action="plan" lists exactly what would be deleted (files in the
+    clean roots by rule, optional Docker leftovers) with a plan_id; action="apply" with
+    that plan_id deletes exactly those items, skipping any changed since."""
     deps = deps_of(ctx)
     planner = deps.extras["planner"]
     plans: dict[str, CleanPlan] = deps.extras.setdefault("plans", {})

@@ -14,21 +14,20 @@ from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
 
 
 async def write_audit_entry(
-    event: Annotated[str, Field(min_length=1, max_length=200)],
-    detail: Annotated[str, Field(max_length=4000)],
+    event: Annotated[str, Field(min_length=1)],
+    detail: str,
     ctx: Context,
     target: str | None = None,
     incident_id: int | None = None,
 ) -> dict[str, Any]:
-    """Add a note to the tamper-evident audit log (e.g. why you chose not to act).
-    Tool calls are audited automatically; use this only for your own reasoning or decisions.
-    Returns the entry's seq and hash."""
+    """Note a decision in the audit log (e.g. why you chose not to act). Tool calls are
+    audited automatically."""
     deps = deps_of(ctx)
     actor, transport = caller_identity(ctx)
     entry = await deps.auditor.record(
         actor=actor,
         transport=transport,
-        tool=f"note:{event}",
+        tool=f"note:{event[:100]}",
         args={"detail": detail},
         target=target,
         incident_id=incident_id,
@@ -38,8 +37,7 @@ async def write_audit_entry(
 
 
 async def verify_audit(ctx: Context) -> AuditVerdict:
-    """Walk the audit hash chain. ok=true, or bad_seq = the first entry that was edited,
-    deleted or reordered, with the reason. Read-only."""
+    """Check the audit hash chain: ok, or the first edited/deleted/reordered seq and why."""
     return await deps_of(ctx).auditor.verify()
 
 

@@ -23,9 +23,9 @@ def docker_of(ctx: Context) -> Any:
 async def list_containers(
     ctx: Context, selector: str | None = None, status: str | None = None
 ) -> dict[str, Any]:
-    """Containers with status, health, exit code, restarts, image, opsmedic labels: one
-    line each. selector: labels like "env=prod,opsmedic.managed=true" (key, key=v, key!=v).
-    status: running, exited, restarting, paused, created, dead or unhealthy."""
+    """Containers, one line each: status, health, exit code, restarts, image, labels.
+    selector: labels, e.g. "env=prod,opsmedic.managed=true" (key, key=v, key!=v).
+    status: running, exited, restarting, paused, created, dead, unhealthy."""
     rows = await docker_of(ctx).list_containers(selector, status)
     shown, note = bounded_list(rows, MAX_ROWS)
     out: dict[str, Any] = {"containers": [r.line() for r in shown], "count": len(rows)}
@@ -35,8 +35,8 @@ async def list_containers(
 
 
 async def inspect_container(name: str, ctx: Context) -> dict[str, Any]:
-    """One container in depth: state, exit code, OOMKilled, error, restart count and
-    policy, health-check log, limits, mounts, networks, labels. Use before restarting."""
+    """One container in depth: state, exit code, OOMKilled, error, restarts, health log,
+    limits, mounts, labels."""
     detail = await docker_of(ctx).inspect_container(name)
     data: dict[str, Any] = detail.model_dump(mode="json", exclude_none=True)
     return data

@@ -32,10 +32,9 @@ async def wait_for_events(
     cursor: int | None = None,
     timeout_s: Annotated[float, Field(ge=0, le=120)] = 25,
 ) -> dict[str, Any]:
-    """Long-poll for what changed: detections, incidents opened/repeated/changed, actions.
-    First call without a cursor: returns the active incidents now and a cursor. Then pass
-    the returned cursor back; the call waits up to timeout_s for new events and returns
-    them (oldest first, at most 50) with the next cursor."""
+    """Long-poll for changes (incidents opened/repeated/changed, actions). Without a
+    cursor: the active incidents and a cursor. With one: waits up to timeout_s, returns
+    new events (oldest first, max 50) and the next cursor."""
     deps = deps_of(ctx)
     if cursor is None:
         head = await deps.bus.head()

@@ -15,6 +15,8 @@ from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory
 from mcp_server.tools._common import READ_ONLY, WRITE, add_tool, parse_statuses
 
 TIMELINE_SHOWN = 30
+MAX_EVIDENCE = 20
+MAX_NOTE = 2000
 
 
 async def list_incidents(
@@ -22,9 +24,8 @@ async def list_incidents(
     status: str | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """List incidents, newest activity first. status: comma list of open, diagnosing,
-    awaiting_approval, healing, verifying, resolved, escalated, or 'active' (= not resolved).
-    Call get_incident(id) for the timeline and RCA."""
+    """Incidents, newest activity first. status: comma list (open, healing, resolved,
+    escalated, ...) or "active" (not resolved). get_incident(id) has the details."""
     store = deps_of(ctx).store
     rows = await store.list_incidents(parse_statuses(status), limit=limit + 1)
     out: dict[str, Any] = {"incidents": [incident_row(i) for i in rows[:limit]]}
@@ -34,7 +35,7 @@ async def list_incidents(
 
 
 async def get_incident(incident_id: int, ctx: Context) -> dict[str, Any]:
-    """One incident: status, repeat count, detail, timeline (latest entries) and its RCA."""
+    """One incident: status, repeat count, detail, timeline and RCA."""
     store = deps_of(ctx).store
     inc = await store.get_incident(incident_id)
     if inc is None:
@@ -53,24 +54,29 @@ class RcaInput(BaseModel):
     # An RCA as a model writes it; no docstring, so the schema stays short.
     model_config = ConfigDict(extra="forbid")
 
-    summary: Annotated[str, Field(min_length=3, max_length=2000)]
+    summary: Annotated[str, Field(min_length=3)]
     category: RcaCategory = "unknown"
-    evidence: Annotated[list[Evidence], Field(max_length=20)] = []
-    recommendation: Annotated[str, Field(max_length=2000)] = ""
+    evidence: list[Evidence] = []
+    recommendation: str = ""
     restart_safe: bool = False
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
-    author: Annotated[str | None, Field(max_length=100)] = None  # rules, or the model's name
+    author: str = ""  # rules, or the model's name (default: the caller)
 
 
 async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str, Any]:
-    """Store your root-cause analysis of an incident (replaces an earlier one). Evidence:
-    lines quoted from logs you read, with their source. Advice only: it triggers nothing."""
+    """Store your root-cause analysis (replaces an earlier one); evidence = log lines you
+    read, with their source. Advice only: it triggers nothing."""
     deps = deps_of(ctx)
     if await deps.store.get_incident(incident_id) is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
     actor = caller_identity(ctx)[0]
-    author = rca.author or actor
-    stored = Rca(incident_id=incident_id, **{**rca.model_dump(), "author": author})
+    author = rca.author[:100] or actor
+    data = {**rca.model_dump(), "author": author, "evidence": rca.evidence[:MAX_EVIDENCE]}
+    stored = Rca(
+        incident_id=incident_id,
+        summary=rca.summary[:2000],
+        **{k: v for k, v in data.items() if k != "summary"},
+    )
     await deps.store.put_rca(stored)
     await deps.extras["incidents"].note(
         incident_id, "rca", f"{stored.category} ({author}): {stored.summary[:200]}", actor=actor
@@ -82,12 +88,12 @@ async def update_incident(
     incident_id: int,
     ctx: Context,
     status: IncidentStatus | None = None,
-    note: Annotated[str | None, Field(max_length=2000)] = None,
+    note: str = "",
 ) -> dict[str, Any]:
-    """Change an incident's status (e.g. resolved, escalated) and/or add a note to its
-    timeline. Use a note to record what you found or what a person told you."""
+    """Set an incident's status and/or add a note to its timeline."""
     if status is None and not note:
         raise InvalidInput("give a status, a note, or both")
+    note = note[:MAX_NOTE]
     deps = deps_of(ctx)
     incidents = deps.extras["incidents"]
     actor = caller_identity(ctx)[0]

@@ -14,23 +14,23 @@ from mcp_server.errors import InvalidInput, NotFound
 from mcp_server.tools._common import WRITE, add_tool
 
 FLUSH_WAIT_S = 5.0
+MAX_BODY = 20_000
 
 
 async def send_email(
-    subject: Annotated[str, Field(min_length=1, max_length=200)],
-    body: Annotated[str, Field(max_length=20_000)],
+    subject: Annotated[str, Field(min_length=1)],
+    body: str,
     ctx: Context,
     to: list[str] | None = None,
     incident_id: int | None = None,
 ) -> dict[str, Any]:
-    """Email people (default: OPSMEDIC_NOTIFY__TO). With incident_id the mail is tagged
-    [OPSMEDIC-N], threaded with earlier mail about it, and carries the incident summary and
-    RCA. Queued durably; retried until the mail server accepts it. Secrets are redacted."""
+    """Email people (default: the notify list). With incident_id: tagged [OPSMEDIC-N],
+    threaded, with incident summary and RCA. Queued durably and retried."""
     deps = deps_of(ctx)
     recipients = to or deps.settings.notify.to
     if not recipients:
         raise InvalidInput("no recipients: pass `to` or set OPSMEDIC_NOTIFY__TO")
-    text, html = body, None
+    text, html = body[:MAX_BODY], None
     if incident_id is not None:
         inc = await deps.store.get_incident(incident_id)
         if inc is None:

@@ -14,9 +14,8 @@ from mcp_server.tools.containers import docker_of
 async def read_metrics(
     ctx: Context, scope: Literal["host", "containers", "processes"] = "host"
 ) -> dict[str, Any]:
-    """Resource usage with a status per metric from the configured thresholds.
-    host: cpu (total, per core), load, memory, swap, disks, network rates, top processes.
-    containers: cpu % and memory per running container. processes: managed processes."""
+    """Resource usage graded ok/warn/crit. host: cpu, load, memory, swap, disks, network,
+    top processes; containers: cpu/memory each; processes: managed ones."""
     deps = deps_of(ctx)
     if scope == "host":
         report = await deps.extras["host"].read_host(deps.settings.thresholds)

@@ -61,3 +61,33 @@ def test_audit_verify_exit_codes(tmp_path):
     con.close()
     bad = run("audit", "verify", OPSMEDIC_DATA_DIR=str(tmp_path))
     assert bad.returncode == 1 and "seq 3" in bad.stdout
+
+
+def test_operator_views_against_a_real_store(tmp_path):
+    import asyncio
+
+    from mcp_server.models import AuditDraft, Job, Rca
+    from mcp_server.store.sqlite import SqliteStore
+
+    async def fill() -> None:
+        store = SqliteStore(f"sqlite:///{tmp_path / 'opsmedic.db'}")
+        await store.open()
+        inc, _ = await store.open_incident("container:web", "died", "web exited with code 3")
+        await store.put_rca(Rca(incident_id=inc.id, summary="db down", category="dependency"))
+        await store.upsert_job(Job(id="invoice-bot", bot="invoices", status="failed"))
+        await store.append_audit(AuditDraft(actor="t", transport="cli", tool="x", outcome="ok"))
+        await store.close()
+
+    asyncio.run(fill())
+    env = {"OPSMEDIC_DATA_DIR": str(tmp_path)}
+    status = run("status", **env)
+    assert status.returncode == 1 and "1 open" in status.stdout  # something is unhealthy
+    listed = run("incidents", "--open", **env)
+    assert "container:web" in listed.stdout and "STATUS" in listed.stdout
+    one = run("incident", "1", **env)
+    assert "db down" in one.stdout and "timeline" in one.stdout
+    assert "invoice-bot" in run("jobs", **env).stdout
+    assert "cli" in run("audit", "tail", **env).stdout
+    assert run("incident", "99", **env).returncode == 1
+    checked = run("config", "check", **env, OPSMEDIC_SMTP__PASSWORD="hunter2-secret")
+    assert checked.returncode == 0 and "hunter2-secret" not in checked.stdout

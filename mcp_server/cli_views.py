@@ -1,0 +1,167 @@
+"""Operator commands that read the store directly: status, incidents, incident, jobs, audit.
+
+Tables are plain text sized to the terminal; long work (walking a big audit chain) shows
+progress on stderr so stdout stays clean for pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp_server.incidents import ACTIVE
+from mcp_server.models import AuditEntry, Incident
+from mcp_server.settings import Settings
+from mcp_server.store.base import Store, open_store
+
+LONG_CHAIN = 10_000  # above this, say that the walk may take a moment
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Store]:
+    store = open_store(settings.resolved_store_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; the last column is cut to the terminal width."""
+    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    width = shutil.get_terminal_size((120, 20)).columns
+    lines = []
+    for r in cells:
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ago(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    s = (datetime.now(UTC) - ts).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.0f}{unit} ago"
+    return f"{s:.0f}s ago"
+
+
+def incident_rows(incs: Sequence[Incident]) -> str:
+    rows = [
+        (i.id, i.status.value, i.severity.value, i.target, i.symptom, i.count, ago(i.updated_at),
+         i.title[:60])
+        for i in incs
+    ]  # fmt: skip
+    head = ("ID", "STATUS", "SEV", "TARGET", "SYMPTOM", "SEEN", "UPDATED", "TITLE")
+    return table(head, rows) if rows else "no incidents"
+
+
+async def cmd_status(settings: Settings) -> int:
+    async with opened(settings) as store:
+        active = await store.list_incidents(ACTIVE, limit=500)
+        jobs = await store.list_jobs(limit=500)
+        recent = await store.recent_audit(1)
+    print(f"store    {settings.resolved_store_url}")
+    print(f"mode     {settings.mode}")
+    by_status: dict[str, int] = {}
+    for inc in active:
+        by_status[inc.status.value] = by_status.get(inc.status.value, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none"
+    print(f"active   {len(active)} incident(s): {summary}")
+    failing = [j for j in jobs if j.status in ("failed", "stalled")]
+    print(f"jobs     {len(jobs)} known, {len(failing)} failing or stalled")
+    last = recent[0] if recent else None
+    print(f"audit    {last.seq if last else 0} entries, last {ago(last.ts if last else None)}")
+    if active:
+        print()
+        print(incident_rows(active[:20]))
+    return 1 if active else 0
+
+
+async def cmd_incidents(settings: Settings, only_open: bool, limit: int) -> int:
+    async with opened(settings) as store:
+        incs = await store.list_incidents(ACTIVE if only_open else None, limit=limit)
+    print(incident_rows(incs))
+    return 0
+
+
+async def cmd_incident(settings: Settings, incident_id: int) -> int:
+    async with opened(settings) as store:
+        inc = await store.get_incident(incident_id)
+        rca = await store.get_rca(incident_id) if inc else None
+    if inc is None:
+        print(f"no incident {incident_id}; `opsmedic incidents` lists them", file=sys.stderr)
+        return 1
+    print(f"#{inc.id} {inc.title}")
+    print(
+        f"target {inc.target}  symptom {inc.symptom}  status {inc.status.value}  "
+        f"severity {inc.severity.value}  seen {inc.count}x  opened {ago(inc.opened_at)}"
+    )
+    if inc.detail:
+        print(f"detail {json.dumps(inc.detail, default=str)[:300]}")
+    if rca:
+        print(
+            f"\nRCA ({rca.author}, {rca.category}, confidence {rca.confidence:.2f}): {rca.summary}"
+        )
+        print(f"recommendation: {rca.recommendation}")
+        for ev in rca.evidence[:5]:
+            print(f"  [{ev.source}] {ev.line[:160]}")
+    print("\ntimeline:")
+    rows = [
+        (t.ts.strftime("%Y-%m-%d %H:%M:%S"), t.actor, t.kind, t.text[:100]) for t in inc.timeline
+    ]
+    print(table(("TIME (UTC)", "ACTOR", "KIND", "TEXT"), rows))
+    return 0
+
+
+async def cmd_jobs(settings: Settings) -> int:
+    async with opened(settings) as store:
+        jobs = await store.list_jobs(limit=500)
+    rows = [(j.id, j.bot, j.status, ago(j.last_heartbeat), j.last_run_id or "-") for j in jobs]
+    print(table(("JOB", "BOT", "STATUS", "HEARTBEAT", "LAST RUN"), rows) if rows else "no jobs")
+    return 0
+
+
+async def cmd_audit_tail(settings: Settings, limit: int) -> int:
+    async with opened(settings) as store:
+        entries = list(reversed(await store.recent_audit(limit)))
+    print(table(("SEQ", "TIME (UTC)", "ACTOR", "TOOL", "TARGET", "DECISION", "OUTCOME"),
+                [_audit_row(e) for e in entries]))  # fmt: skip
+    return 0
+
+
+def _audit_row(e: AuditEntry) -> tuple[Any, ...]:
+    ts = e.ts.strftime("%Y-%m-%d %H:%M:%S")
+    return (e.seq, ts, e.actor, e.tool, e.target or "-", e.decision or "-", e.outcome)
+
+
+async def cmd_audit_verify(settings: Settings) -> int:
+    """Walk the whole chain; exit 0 ok, 1 broken (naming the first bad seq)."""
+    async with opened(settings) as store:
+        head = await store.recent_audit(1)
+        total = head[0].seq if head else 0
+        if total > LONG_CHAIN:
+            print(f"verifying {total} audit entries ...", file=sys.stderr, flush=True)
+        verdict = await store.verify_audit()
+    if verdict.ok:
+        print(f"audit chain ok: {verdict.checked} entries verified")
+        return 0
+    print(f"audit chain BROKEN at seq {verdict.bad_seq}: {verdict.reason}")
+    return 1
+
+
+def cmd_config_check(settings: Settings) -> int:
+    """Settings already loaded and validated; show the effective, redacted configuration."""
+    data = settings.model_dump(mode="json", exclude_none=True, by_alias=True)
+    print(json.dumps(data, indent=1, default=str))
+    print("configuration ok", file=sys.stderr)
+    return 0
