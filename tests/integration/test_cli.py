@@ -75,7 +75,9 @@ def test_operator_views_against_a_real_store(tmp_path):
         inc, _ = await store.open_incident("container:web", "died", "web exited with code 3")
         await store.put_rca(Rca(incident_id=inc.id, summary="db down", category="dependency"))
         await store.upsert_job(Job(id="invoice-bot", bot="invoices", status="failed"))
-        await store.append_audit(AuditDraft(actor="t", transport="cli", tool="x", outcome="ok"))
+        await store.append_audit(
+            AuditDraft(actor="t", transport="cli", tool="probe-tool", outcome="ok")
+        )
         await store.close()
 
     asyncio.run(fill())
@@ -87,7 +89,7 @@ def test_operator_views_against_a_real_store(tmp_path):
     one = run("incident", "1", **env)
     assert "db down" in one.stdout and "timeline" in one.stdout
     assert "invoice-bot" in run("jobs", **env).stdout
-    assert "cli" in run("audit", "tail", **env).stdout
+    assert "probe-tool" in run("audit", "tail", **env).stdout
     assert run("incident", "99", **env).returncode == 1
     checked = run("config", "check", **env, OPSMEDIC_SMTP__PASSWORD="hunter2-secret")
     assert checked.returncode == 0 and "hunter2-secret" not in checked.stdout
