@@ -132,6 +132,8 @@ class Runner:
         if scope.cancelled_caught:
             await self.note(iid, "restart interrupted: result unknown, check the target", "open")
             return "interrupted"
+        if ok and out.get("status") == "awaiting_approval":
+            return "awaiting_approval"
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
         await self.note(iid, f"restart refused: {out}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -19,7 +21,7 @@ from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError
 from mcp_server.healer import RESTARTABLE, Healer
 from mcp_server.incidents import Incidents
-from mcp_server.models import Incident, IncidentStatus, Severity
+from mcp_server.models import Incident, IncidentStatus, Severity, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class AutoHealer:
                     continue
                 reason = f"auto: {inc.symptom} ({inc.title})"
                 result = await self.healer.restart(inc.target, reason, inc.id, actor="opsmedic")
-                if result["ok"]:
+                if result["ok"] or result.get("status") == "awaiting_approval":
                     return
         except OpsMedicError as exc:  # refused / escalated / unavailable: recorded already
             logger.info("auto-heal of %s stopped: %s", inc.target, exc)
@@ -211,3 +213,36 @@ async def supervise(deps: Deps, name: str, make: Any) -> None:
             logger.exception("%s failed; retrying in %.0fs", name, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, RETRY_S[1])
+
+
+async def every(interval_s: float, step: Any) -> None:
+    """Run a periodic duty forever (failures are handled by supervise())."""
+    while True:
+        await step()
+        await asyncio.sleep(interval_s)
+
+
+LEASE_TTL_S = 60.0
+
+
+async def with_lease(deps: Deps, name: str, duty: Any) -> None:
+    """Run an exclusive duty (IMAP watcher, hub connection) only while holding its lease in
+    the store, so only one of several OpsMedic processes on a shared store does it."""
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    while not await deps.store.acquire_lease(name, holder, LEASE_TTL_S, utcnow()):
+        deps.tasks[name] = "idle: another OpsMedic holds the lease"
+        await asyncio.sleep(LEASE_TTL_S / 3)
+    deps.tasks[name] = "running"
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL_S / 3)
+            if not await deps.store.acquire_lease(name, holder, LEASE_TTL_S, utcnow()):
+                raise OpsMedicError(f"lost the {name} lease to another OpsMedic")
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(renew())
+            tg.create_task(duty())
+    finally:
+        await deps.store.release_lease(name, holder)

@@ -56,6 +56,8 @@ class Healer:
         `decision`: one just made by decide() for this target, to avoid asking twice."""
         decision = decision or await self.decide(target, approved=approved)
         audit = {"actor": actor, "target": target, "incident_id": incident_id}
+        if not decision.allowed and decision.needs_approval and not approved:
+            return await self._ask_approval(target, reason, incident_id, decision, audit)
         if not decision.allowed:
             await self._audit(
                 audit, decision, "refused", {"reason": reason, "why": decision.reason}
@@ -76,6 +78,42 @@ class Healer:
             raise
         finally:
             await self.deps.store.release_lease(lease, self.holder)
+
+    async def _ask_approval(
+        self,
+        target: str,
+        reason: str,
+        incident_id: int | None,
+        decision: Decision,
+        audit: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Policy wants a person's yes: mail the approvers; nothing runs until one replies."""
+        flow = self.deps.extras.get("approvals")
+        if flow is None:
+            raise Refused(decision.message())
+        out: dict[str, Any] = {"target": target, "action": "restart", "ok": False}
+        out.update(status="awaiting_approval", incident_id=incident_id)
+        if incident_id is not None:
+            inc = await self.deps.store.get_incident(incident_id)
+            if inc is not None and inc.status == IncidentStatus.awaiting_approval:
+                return {**out, "note": "already waiting for a person's reply; nothing ran"}
+        asked = await flow.ask(incident_id, target, reason, decision)
+        await self._audit(audit, decision, "awaiting_approval", {"reason": reason})
+        return {
+            **out,
+            "asked": [a.approver for a in asked],
+            "note": "nothing ran: an approver must reply APPROVE to the email",
+        }
+
+    async def is_healthy(self, target: str) -> bool:
+        """Is the target up (and healthy, if it has a health check) right now?"""
+        kind, name = split_target(target)
+        if kind == "container":
+            state = await self._docker().container_state(name)
+            return bool(state.running and (state.health in (None, "healthy")))
+        if kind == "process":
+            return bool(self._supervisor().status(name).running)
+        return False
 
     async def _audit(
         self, base: dict[str, Any], decision: Decision, outcome: str, args: dict[str, Any]

@@ -171,7 +171,7 @@ def _window(results: list[InputResult], max_lines: int, max_chars: int) -> list[
     """Evidence lines, labelled by input, newest kept, within the monitor's window."""
     lines = [f"[{r.label}] {line}" for r in results for line in r.lines]
     lines = lines[-max_lines:]
-    total, kept = 0, []
+    total, kept = 0, list[str]()
     for line in reversed(lines):
         total += len(line) + 1
         if total > max_chars:

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 import anyio
 
+from mcp_server.approval_flow import ApprovalFlow
 from mcp_server.backends.diskclean import DiskPlanner
 from mcp_server.backends.docker_engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
+from mcp_server.backends.mail_in import ImapWatcher
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.deps import Deps
-from mcp_server.detection import AutoHealer, Detector, supervise
+from mcp_server.detection import AutoHealer, Detector, every, supervise, with_lease
 from mcp_server.healer import Healer
 from mcp_server.incidents import Incidents
 from mcp_server.monitors import Monitors
@@ -47,6 +50,7 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
     x.setdefault("monitors", Monitors(deps))
     x.setdefault("outbox", Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)))
+    x.setdefault("approvals", ApprovalFlow(deps))
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +100,12 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     jobs["host-metrics"] = detector.watch_host
     if deps.settings.smtp.host:
         jobs["mail-outbox"] = x["outbox"].run
+    if deps.settings.imap.host:
+        watcher = ImapWatcher(deps.settings.imap, x["approvals"].on_reply, deps.store)
+        x["imap"] = watcher
+        jobs["imap-replies"] = functools.partial(with_lease, deps, "imap-watcher", watcher.run)
+    if deps.settings.approvers:
+        jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
     tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
     try:
         yield

@@ -11,10 +11,11 @@ from pydantic import Field
 from mcp_server.backends.mail_compose import alert_body, subject_for
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound
-from mcp_server.tools._common import WRITE, add_tool
+from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
 
 FLUSH_WAIT_S = 5.0
 MAX_BODY = 20_000
+MAX_REPLIES = 50
 
 
 async def send_email(
@@ -52,5 +53,26 @@ async def send_email(
     return out
 
 
+async def read_replies(ctx: Context, incident_id: int | None = None) -> dict[str, Any]:
+    """Replies people sent by email, newest first: sender, incident, decision, and whether
+    it was accepted (approved/denied), rejected (and why), ignored, or kept as a note."""
+    rows = await deps_of(ctx).store.list_messages(incident_id, direction="in", limit=MAX_REPLIES)
+    replies = [
+        {
+            "message_id": m.id,
+            "from": m.headers.get("from", ""),
+            "incident_id": m.incident_id,
+            "decision": m.headers.get("decision"),
+            "verdict": m.headers.get("verdict"),
+            "reason": m.headers.get("reason"),
+            "note": m.body_text[:500],
+            "at": m.created_at.isoformat(timespec="seconds"),
+        }
+        for m in rows
+    ]
+    return {"replies": replies, "count": len(replies)}
+
+
 def register(server: FastMCP) -> None:
     add_tool(server, send_email, WRITE)
+    add_tool(server, read_replies, READ_ONLY)
