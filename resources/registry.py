@@ -14,6 +14,7 @@ Shapes (all timestamps ISO-8601 UTC):
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastmcp import Context, FastMCP
@@ -122,7 +123,7 @@ def _policy_view(deps: Deps) -> dict[str, Any]:
     }
 
 
-RESOURCES = [
+RESOURCES: list[tuple[str, Callable[..., Awaitable[str]], str]] = [
     ("opsmedic://jobs", jobs, "jobs"),
     ("opsmedic://jobs/{job_id}", job, "job"),
     ("opsmedic://jobs/{job_id}/runs", job_runs, "job_runs"),
