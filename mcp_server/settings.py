@@ -72,6 +72,9 @@ class PolicySettings(_Section):
     verify_timeout_s: float = Field(default=30.0, gt=0)
     verify_stable_s: float = Field(default=1.0, ge=0)  # must stay up this long to count
     auto_restart: bool = True  # in heal mode, the server restarts failed targets itself
+    # ask the person at an MCP client for approval in-band (off: a headless client could
+    # answer its own question); email approval stays the default path
+    elicit: bool = False
 
     _csv = field_validator("allow", "approve", mode="before")(_split_csv)
 

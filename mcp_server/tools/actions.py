@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio
+import mcp_types as mt
 from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from mcp_server.backends.diskclean import CleanPlan
 from mcp_server.deps import deps_of
-from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.errors import InvalidInput, NotFound, Refused
 from mcp_server.middleware import audit_note
 from mcp_server.tools._common import DESTRUCTIVE, add_tool
+from mcp_server.tools._elicit import ask_yes_no
 
 PLAN_VIEW_ITEMS = 50
 
@@ -22,7 +24,7 @@ async def restart(
     reason: Annotated[str, Field(min_length=3, max_length=500)],
     ctx: Context,
     incident_id: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | mt.InputRequiredResult:
     """Restart container:NAME or process:NAME and verify it stays up. Policy may refuse
     (mode, scope, backoff, approval); the refusal says what would allow it."""
     deps = deps_of(ctx)
@@ -30,6 +32,18 @@ async def restart(
     actor = _actor(ctx)
     decision = await healer.decide(target)
     audit_note(decision=decision.verdict, target=target)
+    if decision.needs_approval and deps.settings.policy.elicit:
+        question = f"OpsMedic wants to restart {target} ({reason}). Approve this restart?"
+        answer = await ask_yes_no(ctx, question)
+        if isinstance(answer, mt.InputRequiredResult):
+            return answer  # stateless era: the client asks the person and calls again
+        if answer is False:
+            audit_note(decision="denied_by_elicitation")
+            raise Refused(f"the person at the client declined restarting {target}; nothing ran")
+        if answer is True:
+            audit_note(decision="approved_by_elicitation")
+            who = f"{actor} (approved by elicitation)"
+            return dict(await healer.restart(target, reason, incident_id, who, approved=True))
     return dict(await healer.restart(target, reason, incident_id, actor=actor, decision=decision))
 
 
