@@ -89,7 +89,7 @@ async def test_client_without_elicitation_falls_back_to_email(approval_world):
 
 
 async def test_off_by_default_even_when_the_client_could_answer(approval_world):
-    server, deps = approval_world
+    _, deps = approval_world
     settings = deps.settings.model_copy(
         update={"policy": deps.settings.policy.model_copy(update={"elicit": False})}
     )
