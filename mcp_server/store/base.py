@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from mcp_server.models import (
@@ -232,6 +232,39 @@ class Store(Protocol):
         """Take or renew the lease if free, expired, or already ours."""
 
     async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+class OpsDelegate:
+    """What both implementations share: each runs its driver-level functions (its `ops`
+    module, same names in both) in worker threads through `_run`."""
+
+    _ops: Any
+
+    async def _run(self, fn: Any, *args: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def verify_audit(self) -> AuditVerdict:
+        """Stream the chain in batches (other store calls interleave between batches)."""
+        verifier = ChainVerifier()
+        after: int | None = 0
+        while after is not None:
+            after = await self._run(self._ops.verify_batch, verifier, after)
+        return verifier.result()
+
+    async def open_incident(
+        self,
+        target: str,
+        symptom: str,
+        title: str,
+        severity: Severity = Severity.warning,
+        detail: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Incident, bool]:
+        when = now or datetime.now(UTC)
+        found: tuple[Incident, bool] = await self._run(
+            self._ops.open_incident, target, symptom, title, severity, detail, when
+        )
+        return found
 
 
 def open_store(url: str) -> Store:

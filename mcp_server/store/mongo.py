@@ -26,7 +26,6 @@ from mcp_server.models import (
     Approval,
     AuditDraft,
     AuditEntry,
-    AuditVerdict,
     Event,
     Incident,
     IncidentStatus,
@@ -34,13 +33,11 @@ from mcp_server.models import (
     Message,
     Rca,
     Run,
-    Severity,
     TimelineEntry,
-    utcnow,
 )
 from mcp_server.store import _mongo_ops as ops
 from mcp_server.store import _rows as rows
-from mcp_server.store.base import ChainVerifier
+from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,8 +75,10 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}***@{rest.split('@', 1)[1]}" if "@" in rest else url
 
 
-class MongoStore:
+class MongoStore(OpsDelegate):
     """Store on a MongoDB database (name from the URL path, default "opsmedic")."""
+
+    _ops = ops
 
     def __init__(self, url: str, *, max_threads: int = 8, timeout_ms: int = 5000) -> None:
         self.url = url
@@ -187,26 +186,7 @@ class MongoStore:
             return []
         return await self._run(ops.audit_docs, {}, DESCENDING, limit)
 
-    async def verify_audit(self) -> AuditVerdict:
-        verifier = ChainVerifier()
-        after: int | None = 0
-        while after is not None:
-            after = await self._run(ops.verify_batch, verifier, after)
-        return verifier.result()
-
     # --- incidents -------------------------------------------------------------------------
-
-    async def open_incident(
-        self,
-        target: str,
-        symptom: str,
-        title: str,
-        severity: Severity = Severity.warning,
-        detail: dict[str, Any] | None = None,
-        now: datetime | None = None,
-    ) -> tuple[Incident, bool]:
-        when = now or utcnow()
-        return await self._run(ops.open_incident, target, symptom, title, severity, detail, when)
 
     async def get_incident(self, incident_id: int) -> Incident | None:
         return await self._get(Incident, "incidents", incident_id)

@@ -24,7 +24,6 @@ from mcp_server.models import (
     Approval,
     AuditDraft,
     AuditEntry,
-    AuditVerdict,
     Event,
     Incident,
     IncidentStatus,
@@ -32,14 +31,12 @@ from mcp_server.models import (
     Message,
     Rca,
     Run,
-    Severity,
     TimelineEntry,
-    utcnow,
 )
 from mcp_server.store import _rows as rows
 from mcp_server.store import _sqlite_ops as ops
 from mcp_server.store._sqlite_schema import migrate
-from mcp_server.store.base import ChainVerifier
+from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,11 +69,13 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
         raise Unavailable(f"SQLite store {path} failed: {exc}") from exc
 
 
-class SqliteStore:
+class SqliteStore(OpsDelegate):
     """Store on one SQLite file (WAL). Several processes may share the file.
 
     Queries say `LIMIT max(?, 0)` because SQLite reads a negative LIMIT as "no limit".
     """
+
+    _ops = ops
 
     def __init__(self, url: str, *, busy_timeout_s: float = 10.0) -> None:
         self.url = url
@@ -149,27 +148,7 @@ class SqliteStore:
         sql = "SELECT * FROM audit ORDER BY seq DESC LIMIT max(?, 0)"
         return await self._run(ops.audit_rows, sql, (limit,))
 
-    async def verify_audit(self) -> AuditVerdict:
-        """Stream the chain in batches (other store calls interleave between batches)."""
-        verifier = ChainVerifier()
-        after: int | None = 0
-        while after is not None:
-            after = await self._run(ops.verify_batch, verifier, after)
-        return verifier.result()
-
     # --- incidents -------------------------------------------------------------------------
-
-    async def open_incident(
-        self,
-        target: str,
-        symptom: str,
-        title: str,
-        severity: Severity = Severity.warning,
-        detail: dict[str, Any] | None = None,
-        now: datetime | None = None,
-    ) -> tuple[Incident, bool]:
-        when = now or utcnow()
-        return await self._run(ops.open_incident, target, symptom, title, severity, detail, when)
 
     async def get_incident(self, incident_id: int) -> Incident | None:
         return await self._run(ops.incident, incident_id)
