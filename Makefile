@@ -24,13 +24,9 @@ venv: $(VENV)/.installed
 deps:
 	./scripts/install-deps.sh
 
-# `opsmedic run` (server + agent runner + dashboard) once it exists, else the HTTP server.
+# The main job: MCP server + agent runner + dashboard on embedded defaults (see README).
 run: venv
-	@if $(BIN)/opsmedic run --help >/dev/null 2>&1; then \
-		exec $(BIN)/opsmedic run; \
-	else \
-		exec $(BIN)/opsmedic serve --http; \
-	fi
+	$(BIN)/opsmedic run
 
 # Starts a private Docker engine, a MongoDB-wire server and Dovecot for the whole run and
 # stops them afterwards, whatever happens (see tests/services.py).
