@@ -3,9 +3,9 @@
 `JobTracker.handle(batch)` is the `on_batch` of both ingest modes. Per batch it
 1. stores the events on the feed (idempotent by event id: `Event.id` = the hub's id,
    source "ingest", type "job.<type>", target "job:<job>"); only the *new* ones go on;
-2. applies them in order to the job and run records (one store write per touched job and
-   run, not per event). A run's id is `<job>:<hub run id>`; it keeps status (running / ok /
-   failed), timings, error and its last `log_lines` log lines;
+2. applies them in order to the job and run records. A run's id is `<job>:<hub run id>`; it
+   keeps status (running / ok / failed), timings, error and its last `log_lines` log lines.
+   A `started` event begins a new run record (it is not looked up in the store);
 3. detects: a failed run opens (or repeats) incident job:ID `run_failed`; an error-rate spike
    in a job's log lines opens `error_spike`; a successful run resolves the job's open incidents.
 `check_stalls(now)` opens `stalled` for running jobs whose last sign of life (any event,
@@ -136,10 +136,7 @@ class JobTracker:
                 self.counts[key] += getattr(report, key)
             if fresh:
                 work = _Work(now=self._now())
-                await self.cache.load(
-                    dict.fromkeys(e.job for e in fresh),
-                    dict.fromkeys(run_key(e.job, e.run) for e in fresh),
-                )
+                await self.cache.load(dict.fromkeys(e.job for e in fresh), _known_runs(fresh))
                 for event in fresh:
                     self._apply(work, event)
                 report.jobs, report.runs = len(work.jobs), len(work.runs)
@@ -199,19 +196,23 @@ class JobTracker:
             logger.exception("writing job/run records failed; will retry")
 
     def _apply(self, work: _Work, ev: IngestEvent) -> None:
-        job = self.cache.jobs.get(ev.job) or Job(id=ev.job)
+        # pydantic attribute writes cost ~1 us each: write only what changes
+        job = self.cache.jobs.get(ev.job)
+        if job is None:
+            job = Job(id=ev.job)
+        if ev.job not in work.jobs:  # any event is a sign of life, timed by our clock
+            job.updated_at = job.last_heartbeat = work.now
+            self.cache.changed_job(job)
+            work.jobs.add(ev.job)
         key = run_key(ev.job, ev.run)
         run = self.cache.runs.get(key)
         if run is None:
             run = Run(id=key, subject=ev.job, started_at=ev.ts)
             run.detail["hub_run"] = ev.run
-        self.cache.changed_job(job)
-        self.cache.changed_run(run)
-        work.jobs.add(ev.job)
-        work.runs.add(key)
-        job.updated_at = work.now
-        job.last_heartbeat = work.now
-        if ev.bot:
+        if key not in work.runs:
+            self.cache.changed_run(run)
+            work.runs.add(key)
+        if ev.bot and ev.bot != job.bot:
             job.bot = run.detail["bot"] = ev.bot
         if ev.type in TERMINAL_TYPES:
             self._finish(work, job, run, ev)
@@ -227,7 +228,10 @@ class JobTracker:
             if ev.timeout_s is not None:
                 job.timeout_s = run.detail["timeout_s"] = ev.timeout_s
         if run.status not in TERMINAL:
-            job.status, job.last_run_id = "running", run.id
+            if job.status != "running":
+                job.status = "running"
+            if job.last_run_id != run.id:
+                job.last_run_id = run.id
         if ev.type == "log" and ev.line is not None:
             error = is_error_line(ev.line, ev.level)
             run.log.append(f"{ev.level.upper()} {ev.line}" if ev.level else ev.line)
@@ -349,6 +353,14 @@ class JobTracker:
                 outcome="rejected",
                 args={"rejected": len(rejected), "examples": reasons},
             )
+
+
+def _known_runs(events: Sequence[IngestEvent]) -> list[str]:
+    """Runs that may already be stored: those whose first event here is not `started`."""
+    first: dict[str, str] = {}
+    for ev in events:
+        first.setdefault(run_key(ev.job, ev.run), ev.type)
+    return [key for key, kind in first.items() if kind != "started"]
 
 
 def _first_new(batch: Sequence[IngestEvent], new_ids: set[str]) -> list[IngestEvent]:

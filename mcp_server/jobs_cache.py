@@ -33,7 +33,10 @@ class RecordCache:
         return bool(self._dirty_jobs or self._dirty_runs)
 
     async def load(self, job_ids: Iterable[str], run_ids: Iterable[str]) -> None:
-        """Read the records not cached yet (absent ones stay absent)."""
+        """Read the records not cached yet (absent ones stay absent).
+
+        Pass only the runs that may exist: a run whose first event is `started` is new.
+        """
         for job_id in job_ids:
             if job_id not in self.jobs:
                 found = await self.store.get_job(job_id)

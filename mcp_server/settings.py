@@ -266,9 +266,8 @@ class Settings(BaseSettings):
     mode: Literal["observe", "check", "heal"] = "check"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: Path | None = None
-    secret: SecretStr | None = (
-        None  # HMAC key for approval tokens; generated under data_dir if unset
-    )
+    # HMAC key for approval tokens; a random one is kept under data_dir when unset
+    secret: SecretStr | None = Field(default=None, min_length=16)
     log_roots: CsvList = Field(default_factory=list)
     clean_roots: CsvList = Field(default_factory=list)
     approvers: CsvList = Field(default_factory=list)
@@ -441,7 +440,8 @@ def _explain(exc: ValidationError, from_file: bool) -> str:
     toml_name = ".".join(loc)
     where = f"{env_name} (or {toml_name} in opsmedic.toml)" if from_file else env_name
     value = err.get("input")
-    shown = "" if isinstance(value, dict) else f"={value!r}"
+    secret = any(w in toml_name.lower() for w in ("secret", "password", "token", "key"))
+    shown = "" if isinstance(value, dict) or secret else f"={value!r}"  # never echo secrets
     msg = err["msg"].rstrip(".")
     if err["type"] == "extra_forbidden":
         return f"config key {toml_name!r} is unknown: remove it (see the configuration table)"

@@ -16,7 +16,7 @@ MODES = [pytest.param({"mode": "legacy"}, id="legacy-2025-11-25"), pytest.param(
 
 @pytest.fixture
 async def deps(tmp_path):
-    deps = Deps.build(make_settings(tmp_path, secret="s3cr3t-hmac-key"))
+    deps = Deps.build(make_settings(tmp_path, secret="s3cr3t-hmac-key-0123456789"))
     await deps.start()  # keep the store open across clients so tests can inspect it
     yield deps
     await deps.stop()
@@ -83,10 +83,10 @@ async def test_secrets_never_reach_the_audit_log(server, deps):
     async with Client(server) as c:
         await c.call_tool(
             "write_audit_entry",
-            {"event": "x", "detail": "the key is s3cr3t-hmac-key", "target": "host"},
+            {"event": "x", "detail": "the key is s3cr3t-hmac-key-0123456789", "target": "host"},
         )
     raw = json.dumps([e.model_dump(mode="json") for e in await deps.store.audit_entries()])
-    assert "s3cr3t-hmac-key" not in raw
+    assert "s3cr3t-hmac-key-0123456789" not in raw
     assert "[REDACTED]" in raw
 
 
@@ -98,3 +98,12 @@ async def test_audit_recent_resource(server, mode):
     data = json.loads(contents[0].text)
     assert data["entries"][0]["seq"] > data["entries"][-1]["seq"]  # newest first
     assert any(e["tool"] == "note:hello" for e in data["entries"])
+
+
+async def test_optional_arguments_advertised_compactly_but_null_still_accepted(server):
+    async with Client(server) as c:
+        tools = {t.name: t for t in await c.list_tools()}
+        schema = tools["list_incidents"].input_schema["properties"]["status"]
+        r = await c.call_tool("list_incidents", {"status": None})
+    assert schema == {"type": "string"}  # not anyOf [string, null]
+    assert r.structured_content["incidents"] == []

@@ -24,7 +24,6 @@ error) are protocol chatter, not events, and are skipped silently.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +37,6 @@ CONTROL_TYPES = frozenset({"ack", "pong", "ping", "hello", "welcome", "command_r
 MAX_KEY = 256  # id, job, run, bot
 MAX_TEXT = 4000  # line, error (longer text is cut, not rejected)
 MAX_LEVEL = 32
-_CTRL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: JSON Schema (draft 2020-12) of one event in our own shape (before any field mapping).
 EVENT_SCHEMA: dict[str, Any] = {
@@ -143,15 +141,15 @@ def _lookup(raw: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _key(value: Any, name: str) -> str:
-    """A required short identifier: non-empty str (ints allowed), no control characters."""
+    """A required short identifier: non-empty str (ints allowed), printable characters only."""
+    if type(value) is str and 0 < len(value) <= MAX_KEY and value.isprintable():
+        return value  # the common case, checked with the cheapest tests first
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value:
         got = "missing" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
         raise ValueError(f"{name} must be a non-empty string, got {got}")
-    if len(value) > MAX_KEY or _CTRL.search(value):
-        raise ValueError(f"{name} must be at most {MAX_KEY} printable characters")
-    return value
+    raise ValueError(f"{name} must be at most {MAX_KEY} printable characters")
 
 
 def _ts(value: Any) -> datetime:
@@ -185,9 +183,9 @@ def _timeout(value: Any) -> float | None:
     return float(value)
 
 
-def _fields(raw: Mapping[str, Any], mapping: FieldMapping) -> dict[str, Any]:
+def _fields(raw: Mapping[str, Any], mapping: FieldMapping) -> Mapping[str, Any]:
     if mapping.identity:
-        return {name: raw.get(name) for name in FIELDS}
+        return raw  # read with .get(): absent fields are None
     out = {
         name: _lookup(raw, mapping.paths[name]) if name in mapping.paths else raw.get(name)
         for name in FIELDS
@@ -198,31 +196,28 @@ def _fields(raw: Mapping[str, Any], mapping: FieldMapping) -> dict[str, Any]:
     return out
 
 
-def _build(f: dict[str, Any]) -> IngestEvent:
-    kind = f["type"]
+def _build(f: Mapping[str, Any]) -> IngestEvent:
+    get = f.get
+    kind = get("type")
     if kind not in TYPES:
         raise ValueError(f"type {str(kind)[:40]!r} is not one of {', '.join(sorted(TYPES))}")
-    ident, job, run, ts = (
-        _key(f["id"], "id"),
-        _key(f["job"], "job"),
-        _key(f["run"], "run"),
-        _ts(f["ts"]),
-    )
-    line = _text(f["line"], "line", MAX_TEXT)
+    ident, job, run = _key(get("id"), "id"), _key(get("job"), "job"), _key(get("run"), "run")
+    ts = _ts(get("ts"))
+    line = _text(get("line"), "line", MAX_TEXT)
     if kind == "log" and line is None:
         raise ValueError("a log event needs a line")
-    bot = f["bot"]
+    bot, level, error, timeout = get("bot"), get("level"), get("error"), get("timeout_s")
     return IngestEvent(
-        id=ident,
-        type=kind,
-        job=job,
-        run=run,
-        ts=ts,
-        bot=None if bot is None else _key(bot, "bot"),
-        line=line,
-        level=_text(f["level"], "level", MAX_LEVEL),
-        error=_text(f["error"], "error", MAX_TEXT),
-        timeout_s=_timeout(f["timeout_s"]),
+        ident,
+        kind,
+        job,
+        run,
+        ts,
+        None if bot is None else _key(bot, "bot"),
+        line,
+        None if level is None else _text(level, "level", MAX_LEVEL),
+        None if error is None else _text(error, "error", MAX_TEXT),
+        None if timeout is None else _timeout(timeout),
     )
 
 
@@ -236,7 +231,7 @@ def parse_event(
     try:
         return _build(fields)
     except ValueError as exc:
-        found = fields["id"]
+        found = fields.get("id")
         ident = str(found)[:MAX_KEY] if isinstance(found, str | int) and found != "" else None
         return Rejection(str(exc), ident, index)
 

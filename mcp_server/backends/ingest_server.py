@@ -7,7 +7,8 @@ Protocol, as seen by a bot:
   are not affected; `"*"` allows any origin). Servers without the ASGI denial-response
   extension close with code 1008 instead.
 - Send frames holding one event object or a JSON array of events (schema: ingest_schema).
-- Every frame gets exactly one reply, in order, once its events are stored:
+- Every frame gets exactly one reply, in order, once its events are stored (on the event
+  feed; job/run records follow within the tracker's flush interval):
   `{"type": "ack", "accepted": n, "rejected": [{"index": i, "id": ..., "reason": ...}],
   "last_id": "<id of the frame's last accepted event>"}`. Duplicates count as accepted
   (they are stored already). A malformed frame or event is only rejected; the connection

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastmcp import FastMCP
+from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
 
 from mcp_server.errors import InvalidInput
@@ -18,7 +19,32 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idemp
 def add_tool(server: FastMCP, fn: Any, annotations: ToolAnnotations) -> None:
     """Register a tool without an output schema: results are still structured JSON, but the
     catalogue a model reads on every turn stays small (see test_tool_catalogue_stays_small)."""
-    server.tool(fn, annotations=annotations, output_schema=None)
+    tool = Tool.from_function(fn, annotations=annotations, output_schema=None)
+    tool.parameters = compact_schema(tool.parameters)
+    server.add_tool(tool)
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Advertise `x: T | None = None` as an optional `T` (leave it out for None) instead of
+    `anyOf: [T, null], default: null`. Arguments are still validated against the signature,
+    so an explicit null is accepted; only the text every model reads gets shorter."""
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return schema
+    out = dict(schema)
+    out["properties"] = {name: _unnull(p) for name, p in props.items()}
+    return out
+
+
+def _unnull(prop: dict[str, Any]) -> dict[str, Any]:
+    options = prop.get("anyOf")
+    if prop.get("default", 0) is not None or not isinstance(options, list) or len(options) != 2:
+        return prop
+    kept = [o for o in options if o != {"type": "null"}]
+    if len(kept) != 1:
+        return prop
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    return {**kept[0], **rest}
 
 
 #: Default cap for any text an LLM reads from one tool call.

@@ -16,6 +16,7 @@ import logging
 import mimetypes
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +244,9 @@ class Web:
             raise ApiError(501, "this server has no approval handler; reply to the approval email")
         actor = f"dashboard:{access.client_id if access else 'unknown'}"
         result = await approvals.decide_from_dashboard(approval_id, decision, actor)
-        if getattr(result, "ok", True) is False:  # e.g. DecisionOutcome("rejected", ...)
-            raise ApiError(409, str(getattr(result, "message", "the decision was rejected")))
+        get = result.get if isinstance(result, dict) else partial(getattr, result)
+        if get("ok", True) is False:  # e.g. DecisionOutcome("rejected", ...)
+            raise ApiError(409, str(get("message", "the decision was rejected")))
         return {
             "approval_id": approval_id,
             "decision": decision,

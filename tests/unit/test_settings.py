@@ -76,3 +76,10 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("mode = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad)
+
+
+def test_errors_never_echo_secret_values(monkeypatch):
+    monkeypatch.setenv("OPSMEDIC_SECRET", "tooshort")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "OPSMEDIC_SECRET" in str(err.value) and "tooshort" not in str(err.value)

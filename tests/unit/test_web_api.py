@@ -85,7 +85,7 @@ async def test_overview_counts_incidents_and_lists_targets(api):
     host = next(t for t in body["targets"] if t["kind"] == "host")
     assert host["health"] in ("ok", "warn", "crit") and body["host"]["memory"]["percent"] > 0
     assert body["sources"]["docker"] == "off" and body["audit"]["ok"] is True
-    assert body["dashboard"] == {"auth": False, "approvals": False}
+    assert body["dashboard"] == {"auth": False, "approvals": True}  # the email approval flow
 
 
 async def test_incident_list_filters_and_carries_rca(api):
@@ -273,6 +273,9 @@ async def test_approvals_need_a_handler_a_token_and_a_valid_decision(authed):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     approve = {"decision": "approve"}
     assert (await client.post("/api/approvals/ap-1", json=approve)).status_code == 401
+    unknown = await client.post("/api/approvals/ap-1", json=approve, headers=auth)
+    assert unknown.status_code == 409 and "no approval" in unknown.json()["error"]
+    deps.extras.pop("approvals")  # a server without an approval handler says so
     missing = await client.post("/api/approvals/ap-1", json=approve, headers=auth)
     assert missing.status_code == 501
 
