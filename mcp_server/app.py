@@ -16,6 +16,7 @@ import prompts
 import resources
 from mcp_server import __version__
 from mcp_server.auth import build_auth
+from mcp_server.backends.ingest import build_ingest_route
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware
 from mcp_server.settings import Settings
@@ -82,10 +83,16 @@ def _register_routes(server: FastMCP, deps: Deps) -> None:
 
 
 def create_http_app(server: FastMCP, settings: Settings) -> Starlette:
-    """Streamable HTTP at settings.http.path with Host/Origin validation on."""
-    return server.http_app(
+    """Streamable HTTP at settings.http.path with Host/Origin validation on, plus the bots'
+    /ingest WebSocket when OPSMEDIC_INGEST__TOKEN is set."""
+    app = server.http_app(
         path=settings.http.path,
         host_origin_protection=True,
         allowed_hosts=settings.http.allowed_hosts or None,
         allowed_origins=settings.http.allowed_origins or None,
     )
+    deps: Deps = server.state_deps  # type: ignore[attr-defined]
+    route = build_ingest_route(settings.ingest, deps.extras["jobs"].handle)
+    if route is not None:
+        app.router.routes.append(route)
+    return app

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -228,7 +226,7 @@ LEASE_TTL_S = 60.0
 async def with_lease(deps: Deps, name: str, duty: Any) -> None:
     """Run an exclusive duty (IMAP watcher, hub connection) only while holding its lease in
     the store, so only one of several OpsMedic processes on a shared store does it."""
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = deps.holder
     while not await deps.store.acquire_lease(name, holder, LEASE_TTL_S, utcnow()):
         deps.tasks[name] = "idle: another OpsMedic holds the lease"
         await asyncio.sleep(LEASE_TTL_S / 3)

@@ -7,9 +7,9 @@ that policy refuses never touches the target; an exhausted budget escalates the 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from typing import Any
+
+import anyio
 
 from mcp_server.deps import Deps
 from mcp_server.errors import Conflict, InvalidInput, NotFound, Refused, Unavailable
@@ -19,7 +19,7 @@ from mcp_server.safety.policy import Decision, Policy, RestartLedger, split_targ
 
 logger = logging.getLogger(__name__)
 
-RESTARTABLE = ("container", "process")
+RESTARTABLE = ("container", "process", "job")
 LEASE_TTL_S = 120.0
 
 
@@ -29,7 +29,7 @@ class Healer:
         self.policy = policy
         self.ledger = ledger
         self.incidents = incidents
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.holder = deps.holder
 
     async def decide(self, target: str, approved: bool = False) -> Decision:
         """What policy says about restarting target right now (no side effects)."""
@@ -113,7 +113,8 @@ class Healer:
             return bool(state.running and (state.health in (None, "healthy")))
         if kind == "process":
             return bool(self._supervisor().status(name).running)
-        return False
+        job = await self.deps.store.get_job(name)
+        return job is not None and job.status in ("running", "ok")
 
     async def _audit(
         self, base: dict[str, Any], decision: Decision, outcome: str, args: dict[str, Any]
@@ -166,6 +167,13 @@ class Healer:
     async def _perform(self, kind: str, name: str) -> None:
         if kind == "container":
             await self._docker().restart(name, timeout_s=10)
+        elif kind == "job":
+            restarter = self.deps.extras.get("restarter")
+            if restarter is None:
+                raise Unavailable(
+                    "no way to restart jobs: set OPSMEDIC_INGEST__URL (hub) or __WEBHOOK_URL"
+                )
+            await restarter.restart(name, "requested by OpsMedic")
         else:
             await self._supervisor().restart(name)
 
@@ -180,11 +188,25 @@ class Healer:
                 need_healthy=state.health is not None,
                 stable_s=pol.verify_stable_s,
             )
+        if kind == "job":
+            return await self._verify_job(name, pol.verify_timeout_s)
         return await self._verify_process(name, pol.verify_stable_s)
 
-    async def _verify_process(self, name: str, stable_s: float) -> tuple[bool, str]:
-        import anyio
+    async def _verify_job(self, job_id: str, timeout_s: float) -> tuple[bool, str]:
+        """A restarted job is back when the hub reports a new run or a heartbeat for it."""
+        await self.deps.extras["jobs"].flush()
+        before = await self.deps.store.get_job(job_id)
+        seen = (before.last_run_id, before.last_heartbeat) if before else (None, None)
+        with anyio.move_on_after(timeout_s):
+            while True:
+                await anyio.sleep(0.2)
+                await self.deps.extras["jobs"].flush()
+                job = await self.deps.store.get_job(job_id)
+                if job and (job.last_run_id, job.last_heartbeat) != seen and job.status != "failed":
+                    return True, f"job reports {job.status} (run {job.last_run_id})"
+        return False, f"no new run or heartbeat from job {job_id} within {timeout_s:g}s"
 
+    async def _verify_process(self, name: str, stable_s: float) -> tuple[bool, str]:
         await anyio.sleep(stable_s)
         status = self._supervisor().status(name)
         if status.running:
@@ -197,6 +219,12 @@ class Healer:
             return dict(detail.labels)
         if kind == "process":
             self._supervisor().status(name)  # NotFound for an unknown name
+        if kind == "job":
+            job = await self.deps.store.get_job(name)
+            if job is None:
+                raise NotFound(f"no job {name!r}; read opsmedic://jobs for ids")
+            labels = job.meta.get("labels")
+            return dict(labels) if isinstance(labels, dict) else {}
         return None
 
     async def _refused(self, decision: Decision, incident_id: int | None, actor: str) -> None:

@@ -125,7 +125,7 @@ class IngestSettings(_Section):
 
     url: str | None = None
     token: SecretStr | None = None
-    max_frame_bytes: int = 64 * 1024
+    max_frame_bytes: int = 1024 * 1024  # one frame may carry a JSON array of ~500 events
     rate_per_s: float = 2000.0
     hub_token: SecretStr | None = None  # sent to the hub in client mode; defaults to token
     headers: dict[str, str] = Field(default_factory=dict)  # extra headers for the hub

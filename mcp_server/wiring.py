@@ -17,6 +17,7 @@ from mcp_server.approval_flow import ApprovalFlow
 from mcp_server.backends.diskclean import DiskPlanner
 from mcp_server.backends.docker_engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
+from mcp_server.backends.ingest import build_hub_client, build_restarter
 from mcp_server.backends.mail_in import ImapWatcher
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
@@ -25,6 +26,7 @@ from mcp_server.deps import Deps
 from mcp_server.detection import AutoHealer, Detector, every, supervise, with_lease
 from mcp_server.healer import Healer
 from mcp_server.incidents import Incidents
+from mcp_server.jobs import JobTracker
 from mcp_server.monitors import Monitors
 from mcp_server.safety.policy import Policy, RestartLedger
 from mcp_server.settings import Settings
@@ -51,6 +53,13 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("monitors", Monitors(deps))
     x.setdefault("outbox", Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)))
     x.setdefault("approvals", ApprovalFlow(deps))
+    x.setdefault("jobs", JobTracker(
+        deps.store, deps.bus, x["incidents"], deps.clock, auditor=deps.auditor,
+        default_timeout_s=s.ingest.job_timeout_s, log_lines=s.ingest.log_lines_per_run,
+    ))  # fmt: skip
+    if "hub" not in x:
+        x["hub"] = build_hub_client(s.ingest, x["jobs"].handle, x["jobs"].load_cursor)
+    x.setdefault("restarter", build_restarter(s.ingest, x["hub"]))
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +113,11 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         watcher = ImapWatcher(deps.settings.imap, x["approvals"].on_reply, deps.store)
         x["imap"] = watcher
         jobs["imap-replies"] = functools.partial(with_lease, deps, "imap-watcher", watcher.run)
+    if x.get("hub") is not None:
+        jobs["hub-client"] = functools.partial(with_lease, deps, "hub-client", x["hub"].run)
+    jobs["job-stalls"] = functools.partial(
+        x["jobs"].watch_stalls, deps.settings.ingest.stall_check_s
+    )
     if deps.settings.approvers:
         jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
     tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
@@ -116,6 +130,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
             with contextlib.suppress(BaseException):
                 await task
         await x["autoheal"].close()
+        await x["jobs"].close()
         if "processes" in x:
             await x["processes"].close()
 
