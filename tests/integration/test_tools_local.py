@@ -134,3 +134,20 @@ async def test_tool_catalogue_stays_small(make_client):
     size = sum(len(json.dumps(t.model_dump(mode="json", exclude_none=True))) for t in tools)
     assert size < 10_000, size
     assert all(t.annotations is not None for t in tools)
+
+
+async def test_no_docker_engine_is_one_clear_sentence(tmp_path):
+    from mcp_server.backends.docker_engine import DockerEngine
+
+    settings = make_settings(tmp_path)
+    deps = Deps.build(settings)
+    deps.extras["docker"] = DockerEngine(base_url=f"unix://{tmp_path}/no-such.sock")
+    await deps.start()
+    async with Client(create_server(settings, deps)) as c:
+        r = await c.call_tool("list_containers", {}, raise_on_error=False)
+        ok = await c.call_tool("list_incidents", {})  # everything else keeps working
+    await deps.stop()
+    text = r.content[0].text
+    assert r.is_error and "no Docker engine reachable" in text and "DOCKER_HOST" in text
+    assert text.count(". ") <= 1 and "Traceback" not in text
+    assert ok.structured_content["incidents"] == []
