@@ -15,6 +15,7 @@ import anyio
 
 from mcp_server.approval_flow import ApprovalFlow
 from mcp_server.backends.diskclean import DiskPlanner
+from mcp_server.backends.docker_clean import DockerCleanerAdapter
 from mcp_server.backends.docker_engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
 from mcp_server.backends.ingest import build_hub_client, build_restarter
@@ -46,7 +47,8 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("policy", Policy(s))
     x.setdefault("ledger", RestartLedger())
     x.setdefault("incidents", Incidents(deps.store, deps.bus))
-    x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock))
+    cleaner = DockerCleanerAdapter(x["docker"], s.policy.selector) if "docker" in x else None
+    x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner))
     x.setdefault("healer", Healer(deps, x["policy"], x["ledger"], x["incidents"]))
     x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
     x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
