@@ -7,6 +7,7 @@ verification -> audit chain verified. Everything lives in a temp dir that is rem
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -65,35 +66,82 @@ def demo_settings(tmp: Path) -> Settings:
     )
 
 
+CRASH_ONCE = (
+    "if [ -f /ran ]; then echo healthy; sleep 3600; else touch /ran; sleep 2; "
+    "echo 'ERROR cannot reach db:5432: Connection refused' >&2; exit 1; fi"
+)
+IMAGES = ("opsmedic-test/busybox:latest", "busybox:latest")
+
+
+def start_flaky_container() -> tuple[Any, str]:
+    """(container, note): a managed container that crashes once, when Docker can run one.
+    The Docker SDK here plays the world OpsMedic watches, not OpsMedic itself."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception:
+        return None, "no Docker engine reachable: showing the process part only"
+    for image in IMAGES:
+        try:
+            client.images.get(image)
+        except Exception:
+            continue
+        box = client.containers.run(
+            image, ["sh", "-c", CRASH_ONCE], detach=True, network_mode="none",
+            name=f"opsmedic-demo-{int(time.time())}", labels={"opsmedic.managed": "true"},
+        )  # fmt: skip
+        return box, f"managed container {box.name} started; it will crash in ~2 s"
+    return None, f"Docker is up but none of {', '.join(IMAGES)} is present: process part only"
+
+
 async def run_demo(out: Any = None, timeout_s: float = 55.0) -> int:
     say = Narrator(out)
+    box = None
     with tempfile.TemporaryDirectory(prefix="opsmedic-demo-") as tmp:
         settings = demo_settings(Path(tmp))
         from mcp_server.app import create_server
 
         say.step(1, f"starting OpsMedic: SQLite in {tmp}, rules RCA, heal mode")
         server = create_server(settings)
-        async with Client(server, client_info=CLIENT_INFO) as client:
-            runner = Runner(client, RulesAdvisor(), mode="heal", notify=False)
-            say.step(2, "managed process 'demo-worker' started; it will crash in ~1.5 s")
-            with anyio.move_on_after(timeout_s) as scope:
-                ok = await _follow(runner, say)
-            if scope.cancelled_caught:
-                say.say(f"demo did not finish within {timeout_s:.0f} s")
-                return 1
-            return 0 if ok else 1
+        try:
+            async with Client(server, client_info=CLIENT_INFO) as client:
+                runner = Runner(client, RulesAdvisor(), mode="heal", notify=False)
+                box, note = await anyio.to_thread.run_sync(start_flaky_container)
+                say.step(2, "managed process 'demo-worker' started; it will crash in ~1.5 s")
+                say.say(f"        {note}")
+                expected = {"process:demo-worker"} | ({f"container:{box.name}"} if box else set())
+                with anyio.move_on_after(timeout_s) as scope:
+                    ok = await _follow(runner, say, expected)
+        finally:
+            if box is not None:
+                with contextlib.suppress(Exception):
+                    box.remove(force=True)
+        if scope.cancelled_caught:
+            say.say(f"demo did not finish within {timeout_s:.0f} s")
+            return 1
+        return 0 if ok else 1
 
 
-async def _follow(runner: Runner, say: Narrator) -> bool:
+async def _follow(runner: Runner, say: Narrator, expected: set[str]) -> bool:
     _, first = await runner.call("wait_for_events")
     cursor = first["cursor"]
-    while True:
+    results: list[bool] = []
+    while expected:
         _, got = await runner.call("wait_for_events", cursor=cursor, timeout_s=5)
         cursor = got["cursor"]
-        opened = [e for e in got["events"] if e["type"] == "incident.opened"]
-        if opened:
-            break
-    event = opened[0]
+        for event in got["events"]:
+            if event["type"] == "incident.opened" and event.get("target") in expected:
+                expected.discard(event["target"])
+                results.append(await _one(runner, say, event))
+    _, verdict = await runner.call("verify_audit")
+    say.step(6, f"audit chain: {'verified' if verdict['ok'] else 'BROKEN'}, "
+                f"{verdict['checked']} entries")  # fmt: skip
+    return all(results) and bool(verdict["ok"])
+
+
+async def _one(runner: Runner, say: Narrator, event: dict[str, Any]) -> bool:
     say.step(3, f"detected: incident #{event['incident_id']} {event['target']}: "
                 f"{event['data'].get('title', '')}")  # fmt: skip
     await runner.handle(event["incident_id"])
@@ -103,8 +151,6 @@ async def _follow(runner: Runner, say: Narrator) -> bool:
     for line in (rca.get("evidence") or [])[:3]:
         say.say(f"        evidence [{line['source']}] {line['line'][:90]}")
     verified = [t["text"] for t in inc["timeline"] if t["text"].startswith("resolved")]
-    say.step(5, f"restart -> {verified[-1] if verified else 'status ' + inc['status']}")
-    _, verdict = await runner.call("verify_audit")
-    say.step(6, f"audit chain: {'verified' if verdict['ok'] else 'BROKEN'}, "
-                f"{verdict['checked']} entries")  # fmt: skip
-    return bool(inc["status"] == "resolved" and verdict["ok"])
+    outcome = verified[-1] if verified else f"status {inc['status']}"
+    say.step(5, f"restart {event['target']} -> {outcome}")
+    return bool(inc["status"] in ("resolved", "escalated"))
