@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -83,6 +84,7 @@ class SqliteStore(OpsDelegate):
         self.busy_timeout_s = busy_timeout_s
         self._conn: Conn | None = None
         self._limiter = anyio.CapacityLimiter(1)  # one connection, used by one thread at a time
+        self._conn_lock = threading.Lock()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -115,7 +117,12 @@ class SqliteStore(OpsDelegate):
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
     def _call(self, fn: Callable[..., T], conn: Conn, *args: Any) -> T:
-        with _sqlite_errors(self.path):
+        # The thread lock is the last word on "one user of the connection at a time": it also
+        # holds when a call outlives its event loop (a cancelled test, a shutdown) and close()
+        # runs meanwhile. sqlite3 crashes the process if a connection is closed mid-call.
+        with self._conn_lock, _sqlite_errors(self.path):
+            if self._conn is not conn:
+                raise Unavailable(f"SQLite store {self.path} was closed; open() it again")
             return fn(conn, *args)
 
     async def open(self) -> None:
@@ -125,9 +132,14 @@ class SqliteStore(OpsDelegate):
             self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn = self._conn
         if conn is not None:
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+            await anyio.to_thread.run_sync(self._close, conn, limiter=self._limiter)
+
+    def _close(self, conn: Conn) -> None:
+        with self._conn_lock:
+            self._conn = None
+            conn.close()
 
     async def ping(self) -> bool:
         try:
