@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from agent_runner.llm_base import (
+    HttpChatProvider,
     LlmReply,
     Message,
     ProviderError,
@@ -23,14 +24,13 @@ from agent_runner.llm_base import (
     Usage,
     as_dict,
     int_or_zero,
-    post_json,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 
 
-class Anthropic:
+class Anthropic(HttpChatProvider):
     """A Claude model through the Messages API."""
 
     def __init__(
@@ -44,16 +44,7 @@ class Anthropic:
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.timeout_s = timeout_s
-        self.max_tokens = max_tokens
-        self.retry = retry or RetryPolicy()
-        self._api_key = api_key
-        self._client = client
-
-    def __repr__(self) -> str:  # never show the key
-        return f"Anthropic(base_url={self.base_url!r}, model={self.model!r})"
+        super().__init__(base_url, api_key, model, timeout_s, max_tokens, retry, client)
 
     async def chat(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> LlmReply:
         """One Messages API call; tool_use blocks come back as ToolCalls."""
@@ -69,17 +60,10 @@ class Anthropic:
             body["tools"] = [_wire_tool(t) for t in tools]
         headers = {
             "content-type": "application/json",
-            "x-api-key": self._api_key,
+            "x-api-key": self._api_key or "",
             "anthropic-version": API_VERSION,
         }
-        data = await post_json(
-            f"{self.base_url}/v1/messages",
-            body,
-            headers,
-            timeout_s=self.timeout_s,
-            retry=self.retry,
-            client=self._client,
-        )
+        data = await self._post("/v1/messages", body, headers)
         return parse_reply(data, self.model)
 
 

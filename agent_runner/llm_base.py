@@ -243,3 +243,37 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 def int_or_zero(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class HttpChatProvider:
+    """What both HTTP providers share: endpoint, model, limits, retries, an optional client
+    (tests inject one), and a key that never shows up in a repr or a log line."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        timeout_s: float,
+        max_tokens: int | None,
+        retry: RetryPolicy | None,
+        client: httpx.AsyncClient | None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self.retry = retry or RetryPolicy()
+        self._api_key = api_key
+        self._client = client
+
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def _post(
+        self, path: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> dict[str, Any]:
+        return await post_json(
+            f"{self.base_url}{path}", body, headers,
+            timeout_s=self.timeout_s, retry=self.retry, client=self._client,
+        )  # fmt: skip

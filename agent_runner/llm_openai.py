@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from agent_runner.llm_base import (
+    HttpChatProvider,
     LlmReply,
     Message,
     ProviderError,
@@ -23,13 +24,12 @@ from agent_runner.llm_base import (
     as_dict,
     int_or_zero,
     parse_arguments,
-    post_json,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAiCompatible:
+class OpenAiCompatible(HttpChatProvider):
     """An OpenAI-compatible chat model. `api_key` may be None for local servers (Ollama)."""
 
     def __init__(
@@ -43,16 +43,7 @@ class OpenAiCompatible:
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.timeout_s = timeout_s
-        self.max_tokens = max_tokens
-        self.retry = retry or RetryPolicy()
-        self._api_key = api_key
-        self._client = client
-
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAiCompatible(base_url={self.base_url!r}, model={self.model!r})"
+        super().__init__(base_url, api_key, model, timeout_s, max_tokens, retry, client)
 
     async def chat(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> LlmReply:
         """One chat completion; tool calls come back parsed (bad arguments marked, not raised)."""
@@ -68,14 +59,7 @@ class OpenAiCompatible:
         headers = {"content-type": "application/json"}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
-        data = await post_json(
-            f"{self.base_url}/chat/completions",
-            body,
-            headers,
-            timeout_s=self.timeout_s,
-            retry=self.retry,
-            client=self._client,
-        )
+        data = await self._post("/chat/completions", body, headers)
         return parse_reply(data, self.model)
 
 
