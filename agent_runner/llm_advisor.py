@@ -11,9 +11,10 @@ from typing import Any
 
 from fastmcp import Client
 
-from agent_runner.llm_base import LlmProvider
-from agent_runner.llm_rca import rca_with_fallback
+from agent_runner.llm_base import LlmProvider, Message
+from agent_runner.llm_rca import extract_json, rca_with_fallback
 from agent_runner.providers import provider_from_settings
+from mcp_server.safety.redaction import frame_untrusted
 from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,3 +57,22 @@ class LlmAdvisor:
         if result.fallback_reason:
             logger.warning("LLM RCA failed (%s); rules used", result.fallback_reason)
         return {**result.rca, "author": result.author}
+
+    async def judge(self, prompt: str, evidence: list[str]) -> tuple[str, str] | None:
+        """The model's verdict (ok / warn / alert) and one-line reason for a monitor's
+        evidence, or None when it fails (the rules' verdict then stands)."""
+        framed = frame_untrusted("\n".join(evidence), "monitor inputs", max_chars=12_000)
+        ask = (
+            f"{prompt}\n\nJudge the monitor inputs below. Reply with ONE JSON object: "
+            '{"verdict": "ok" | "warn" | "alert", "reason": "one line"}\n\n' + framed
+        )
+        try:
+            reply = await self.provider.chat([Message(role="user", content=ask)], [])
+            data = extract_json(reply.text, keys=("verdict",))
+        except Exception as exc:  # a failing model never stops monitoring
+            logger.warning("LLM monitor judgement failed (%s); rules verdict stands", exc)
+            return None
+        verdict = str(data.get("verdict", "")).lower()
+        if verdict not in ("ok", "warn", "alert"):
+            return None
+        return verdict, str(data.get("reason", ""))[:300]

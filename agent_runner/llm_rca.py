@@ -210,9 +210,9 @@ def parse_rca(text: str) -> tuple[dict[str, Any] | None, str]:
 _FENCE_RE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 
 
-def extract_json(text: str) -> dict[str, Any]:
-    """The first JSON object in `text` that looks like an RCA (has summary or category),
-    preferring ```json fenced blocks. Raises ValueError saying why none was found."""
+def extract_json(text: str, keys: Sequence[str] = ("summary", "category")) -> dict[str, Any]:
+    """The first JSON object in `text` with one of `keys` (by default: an RCA), preferring
+    ```json fenced blocks. Raises ValueError saying why none was found."""
     chunks = [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]
     first_error = "no JSON object in the answer"
     decoder = json.JSONDecoder()
@@ -227,7 +227,7 @@ def extract_json(text: str) -> dict[str, Any]:
                 if first_error.startswith("no JSON"):
                     first_error = f"not valid JSON: {exc}"
             else:
-                if isinstance(value, dict) and ({"summary", "category"} & value.keys()):
+                if isinstance(value, dict) and (set(keys) & value.keys()):
                     return value
             start = chunk.find("{", start + 1)
     raise ValueError(first_error)

@@ -25,6 +25,7 @@ from agent_runner.notify import notify_incident, notify_monitor
 logger = logging.getLogger(__name__)
 
 RESTARTABLE = ("container", "process", "job")
+RANK = {"ok": 0, "warn": 1, "alert": 2}
 LOG_KINDS = ("container", "process", "job", "file")
 SKIP = {"resolved", "escalated", "awaiting_approval", "healing", "verifying"}
 ACTION_TIMEOUT_S = 120.0
@@ -149,9 +150,29 @@ class Runner:
         if not ok:
             logger.warning("monitor %s failed: %s", name, out)
             return "error"
+        await self._judge(name, out)
         if self.notify:
             await notify_monitor(self, name, out)
         return str(out["verdict"])
+
+    async def _judge(self, name: str, out: dict[str, Any]) -> None:
+        """With an LLM and a monitor prompt, the model judges the evidence too. Its verdict
+        can raise the rules' verdict, never lower it, and is kept in the audit log."""
+        judge = getattr(self.advisor, "judge", None)
+        prompt = out.get("prompt")
+        if judge is None or not prompt:
+            return
+        opinion = await judge(prompt, out.get("evidence", []))
+        if opinion is None:
+            return
+        verdict, reason = opinion
+        if RANK[verdict] > RANK.get(out["verdict"], 0):
+            out["verdict"] = verdict
+        out["llm"] = {"verdict": verdict, "reason": reason, "model": self.advisor.name}
+        await self.call(
+            "write_audit_entry", event=f"monitor:{name}",
+            detail=f"{self.advisor.name} judged {verdict}: {reason}",
+        )  # fmt: skip
 
     async def once(self) -> PassReport:
         """One pass: every active incident, every monitor. For `--once` and the demo."""

@@ -18,6 +18,7 @@ async def run_monitor(name: str, ctx: Context) -> dict[str, Any]:
         "run_id": run.id,
         "verdict": run.verdict,
         "notify_on": run.detail.get("notify_on"),
+        "prompt": run.detail.get("prompt"),
         "inputs": run.detail.get("inputs", []),
         "evidence": lines,
     }
