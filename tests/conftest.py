@@ -16,17 +16,19 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, cast
 
 import docker
+import pymongo
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from docker.models.containers import Container
 
+from mcp_server.store.base import Store, open_store
 from tests.services import (
     DockerEngine,
     Dovecot,
@@ -288,3 +290,30 @@ def tmp_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data_dir.mkdir()
     monkeypatch.setenv("OPSMEDIC_DATA_DIR", str(data_dir))
     return data_dir
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL per test; a Mongo database is dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store/opsmedic.db"
+        return
+    base = request.getfixturevalue("mongo_url")  # started only when a mongo test runs
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    yield f"{base}/{name}"
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(base)
+    with client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    opened = open_store(store_url)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
-import pymongo
 import pytest
 
 from mcp_server.backends.ingest import HubClient, IngestBatch, build_hub_client, build_restarter
@@ -26,33 +23,10 @@ from mcp_server.models import Event
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import IngestSettings
-from mcp_server.store.base import Store, open_store
+from mcp_server.store.base import Store
 from tests.integration._ingest_support import Hub, make_stream, wait_until
 
 TOKEN = "hub-token-0123456789"
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/db.sqlite"
-        return
-    base = request.getfixturevalue("mongo_url")
-    name = f"ingest_{uuid4().hex[:8]}"
-    yield f"{base}/{name}"
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(base)
-    with client:
-        client.drop_database(name)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = open_store(store_url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @dataclass

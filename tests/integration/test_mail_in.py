@@ -31,7 +31,8 @@ from mcp_server.safety.approvals import (
 )
 from mcp_server.settings import ImapSettings
 from mcp_server.store.sqlite import SqliteStore
-from tests.integration._imap_proxy import Cut, ImapProxy, tls_pair
+from tests.helpers import tls_pair
+from tests.integration._imap_proxy import Cut, ImapProxy
 from tests.services import ImapAccess
 
 USER = "ops@example.test"

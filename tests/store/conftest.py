@@ -1,4 +1,4 @@
-"""The `store` fixture runs every contract test against SQLite and MongoDB (SecantusDB).
+"""The `store` fixture (tests/conftest.py) runs every contract test against SQLite and MongoDB.
 
 `raw` gives backend-specific access that bypasses the Store API (to tamper with the audit
 chain the way an attacker with database access would).
@@ -7,42 +7,17 @@ chain the way an attacker with database access would).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
-from uuid import uuid4
 
 import pymongo
 import pytest
 
-from mcp_server.store.base import Store, open_store
+from mcp_server.store.base import Store
 from mcp_server.store.mongo import MongoStore
 from mcp_server.store.sqlite import SqliteStore
-
-
-@pytest.fixture(params=["sqlite", "mongo"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store URL per test; a Mongo database is dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store/opsmedic.db"
-        return
-    base = request.getfixturevalue("mongo_url")  # started only when a mongo test runs
-    name = f"t_{uuid4().hex[:8]}"
-    yield f"{base}/{name}"
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(base)
-    with client:
-        client.drop_database(name)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    opened = open_store(store_url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class Raw(Protocol):
