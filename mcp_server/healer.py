@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 RESTARTABLE = ("container", "process", "job")
 LEASE_TTL_S = 120.0
+SEED_AUDIT_ENTRIES = 2000  # how far back a starting server looks for earlier restarts
 
 
 class Healer:
@@ -30,9 +31,11 @@ class Healer:
         self.ledger = ledger
         self.incidents = incidents
         self.holder = deps.holder
+        self._seeded = False
 
     async def decide(self, target: str, approved: bool = False) -> Decision:
         """What policy says about restarting target right now (no side effects)."""
+        await self._seed_ledger()
         kind, name = split_target(target)
         if kind not in RESTARTABLE:
             raise InvalidInput(
@@ -78,6 +81,22 @@ class Healer:
             raise
         finally:
             await self.deps.store.release_lease(lease, self.holder)
+
+    async def _seed_ledger(self) -> None:
+        """Once per server: earlier restarts in the audit log count against the budgets, so
+        restarting OpsMedic does not hand a crash-looping target a fresh budget."""
+        if self._seeded:
+            return
+        self._seeded = True
+        horizon = self.deps.clock() - self.policy.budget.window_s * 4
+        starts: dict[str, list[float]] = {}
+        for entry in await self.deps.store.recent_audit(SEED_AUDIT_ENTRIES):
+            at = entry.ts.timestamp()
+            if entry.tool == "action:restart" and entry.outcome == "started" and at > horizon:
+                starts.setdefault(entry.target or "", []).append(at)
+        for target, times in starts.items():
+            if target:
+                self.ledger.seed(target, times)
 
     async def _ask_approval(
         self,

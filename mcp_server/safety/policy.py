@@ -366,6 +366,12 @@ class RestartLedger:
         self._in_flight[target] = now
         self._healthy.pop(target, None)
 
+    def seed(self, target: str, times: Sequence[float]) -> None:
+        """Add earlier starts (e.g. read back from the audit log after a restart of OpsMedic),
+        so budgets and backoff survive the process; not in flight."""
+        merged = sorted(set(self._starts.get(target, [])) | set(times))
+        self._starts[target] = merged[-self.max_per_target :]
+
     def record_result(self, target: str, ok: bool, now: float) -> None:
         """The action on `target` finished (ok or not); it is no longer in flight."""
         self._in_flight.pop(target, None)

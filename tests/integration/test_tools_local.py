@@ -151,3 +151,25 @@ async def test_no_docker_engine_is_one_clear_sentence(tmp_path):
     assert r.is_error and "no Docker engine reachable" in text and "DOCKER_HOST" in text
     assert text.count(". ") <= 1 and "Traceback" not in text
     assert ok.structured_content["incidents"] == []
+
+
+async def test_restart_budget_survives_a_restart_of_opsmedic(tmp_path):
+    """Restarts recorded in the audit log count against the budget of a new server."""
+    proc = {"name": "w", "argv": [sys.executable, "-c", "import time; time.sleep(60)"]}
+    settings = make_settings(tmp_path, mode="heal", processes=[proc])
+    earlier = Deps.build(settings)
+    await earlier.start()
+    for _ in range(3):  # what a previous OpsMedic process did to process:w
+        await earlier.auditor.record(
+            actor="opsmedic", transport="internal", tool="action:restart",
+            outcome="started", target="process:w", decision="allowed",
+        )  # fmt: skip
+    await earlier.stop()
+    deps = Deps.build(settings)
+    await deps.start()
+    async with Client(create_server(settings, deps, docker=False)) as c:
+        r = await c.call_tool(
+            "restart", {"target": "process:w", "reason": "again"}, raise_on_error=False
+        )
+    await deps.stop()
+    assert r.is_error and "budget is exhausted" in r.content[0].text
