@@ -126,31 +126,13 @@ def append_audit(db: Db, draft: AuditDraft, hint: int = 0) -> AuditEntry:
 
 
 def audit_docs(db: Db, query: dict[str, Any], sort: int, limit: int | None) -> list[AuditEntry]:
-    cursor = db.audit.find(query).sort("seq", sort).limit(limit or 0)
-    out = []
-    for found in cursor:
-        try:
-            out.append(rows.parse_audit(found))
-        except (ValueError, TypeError) as exc:
-            raise Unavailable(
-                f"audit entry {found.get('seq')} cannot be read ({exc.__class__.__name__}); "
-                "run `opsmedic audit verify` and restore the store from a backup"
-            ) from exc
-    return out
+    return rows.parse_audit_records(db.audit.find(query).sort("seq", sort).limit(limit or 0))
 
 
 def verify_batch(db: Db, verifier: ChainVerifier, after: int) -> int | None:
     """Feed the next batch; return the last seq read, or None when done or failed."""
     batch = list(db.audit.find({"seq": {"$gt": after}}).sort("seq", ASCENDING).limit(VERIFY_BATCH))
-    for found in batch:
-        try:
-            entry = rows.parse_audit(found)
-        except (ValueError, TypeError) as exc:
-            verifier.unreadable(found["seq"], f"{exc.__class__.__name__}: {str(exc)[:200]}")
-            return None
-        if verifier.feed(entry) is not None:
-            return None
-    return int(batch[-1]["seq"]) if len(batch) == VERIFY_BATCH else None
+    return rows.feed_chain(verifier, batch, VERIFY_BATCH)
 
 
 # --- incidents -------------------------------------------------------------------------------

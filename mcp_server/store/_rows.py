@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
 
-from mcp_server.errors import InvalidInput
+from mcp_server.errors import InvalidInput, Unavailable
 from mcp_server.models import (
     CLOSED_STATUSES,
     AuditDraft,
@@ -25,7 +26,7 @@ from mcp_server.models import (
     IncidentStatus,
     TimelineEntry,
 )
-from mcp_server.store.base import audit_body, audit_hash, canonical_json
+from mcp_server.store.base import ChainVerifier, audit_body, audit_hash, canonical_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -127,6 +128,36 @@ def parse_audit(record: dict[str, Any]) -> AuditEntry:
     args = data.get("args")
     data["args"] = json.loads(args) if isinstance(args, str | bytes) else args
     return AuditEntry.model_validate(data)
+
+
+def parse_audit_records(records: Iterable[Mapping[str, Any]]) -> list[AuditEntry]:
+    """Stored audit records as entries; one that cannot be read stops the read, loudly."""
+    out = []
+    for record in records:
+        try:
+            out.append(parse_audit(dict(record)))
+        except (ValueError, TypeError) as exc:
+            raise Unavailable(
+                f"audit entry {record['seq']} cannot be read ({exc.__class__.__name__}); "
+                "run `opsmedic audit verify` and restore the store from a backup"
+            ) from exc
+    return out
+
+
+def feed_chain(
+    verifier: ChainVerifier, batch: Sequence[Mapping[str, Any]], full: int
+) -> int | None:
+    """Feed one batch of stored records to the verifier; the last seq read when the batch
+    was full (more may follow), else None (done, or the chain failed)."""
+    for record in batch:
+        try:
+            entry = parse_audit(dict(record))
+        except (ValueError, TypeError) as exc:
+            verifier.unreadable(record["seq"], f"{exc.__class__.__name__}: {str(exc)[:200]}")
+            return None
+        if verifier.feed(entry) is not None:
+            return None
+    return int(batch[-1]["seq"]) if len(batch) == full else None
 
 
 # --- incidents ---------------------------------------------------------------------------

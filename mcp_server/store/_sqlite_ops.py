@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from mcp_server.errors import Conflict, NotFound, Unavailable
+from mcp_server.errors import Conflict, NotFound
 from mcp_server.models import (
     AuditDraft,
     AuditEntry,
@@ -77,16 +77,7 @@ def append_audit(conn: Conn, draft: AuditDraft) -> AuditEntry:
 
 
 def audit_rows(conn: Conn, sql: str, params: Sequence[Any]) -> list[AuditEntry]:
-    out = []
-    for row in conn.execute(sql, params):
-        try:
-            out.append(rows.parse_audit(dict(row)))
-        except (ValueError, TypeError) as exc:
-            raise Unavailable(
-                f"audit entry {row['seq']} cannot be read ({exc.__class__.__name__}); "
-                "run `opsmedic audit verify` and restore the store from a backup"
-            ) from exc
-    return out
+    return rows.parse_audit_records(conn.execute(sql, params))
 
 
 def verify_batch(conn: Conn, verifier: ChainVerifier, after: int) -> int | None:
@@ -94,15 +85,7 @@ def verify_batch(conn: Conn, verifier: ChainVerifier, after: int) -> int | None:
     batch = conn.execute(
         "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after, VERIFY_BATCH)
     ).fetchall()
-    for row in batch:
-        try:
-            entry = rows.parse_audit(dict(row))
-        except (ValueError, TypeError) as exc:
-            verifier.unreadable(row["seq"], f"{exc.__class__.__name__}: {str(exc)[:200]}")
-            return None
-        if verifier.feed(entry) is not None:
-            return None
-    return int(batch[-1]["seq"]) if len(batch) == VERIFY_BATCH else None
+    return rows.feed_chain(verifier, batch, VERIFY_BATCH)
 
 
 # --- incidents -------------------------------------------------------------------------------
