@@ -129,3 +129,13 @@ def tls_pair(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
     return server, ssl.create_default_context(cafile=str(cert_path))
+
+
+class ManualClock:
+    """A clock tests move by hand (`clock.now += timedelta(...)`): no waiting for backoff."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now

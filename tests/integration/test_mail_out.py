@@ -22,18 +22,11 @@ from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import SmtpSettings
 from mcp_server.store.sqlite import SqliteStore
 from tests.conftest import SmtpSink
+from tests.helpers import ManualClock
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 LATER = timedelta(hours=1)  # beyond any backoff (capped at 5 min)
 FROM = "OpsMedic <opsmedic@example.test>"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -52,7 +45,7 @@ def smtp_settings(host: str | None, port: int, **kw: Any) -> SmtpSettings:
 
 def outbox(store: SqliteStore, sink: SmtpSink, **kw: Any) -> Outbox:
     redactor = kw.pop("redactor", Redactor())
-    clock = kw.pop("clock", Clock())
+    clock = kw.pop("clock", ManualClock(T0))
     return Outbox(store, smtp_settings(sink.host, sink.port, timeout_s=5), redactor, clock, **kw)
 
 
@@ -91,7 +84,7 @@ async def test_mails_about_one_incident_form_one_thread(
     store: SqliteStore, smtp_server: SmtpSink
 ) -> None:
     box = outbox(store, smtp_server)
-    clock = cast(Clock, box.clock)
+    clock = cast(ManualClock, box.clock)
     await box.enqueue("ops@example.test", "[OPSMEDIC-7] opened", "one", incident_id=7)
     clock.now += timedelta(seconds=1)
     await box.enqueue("ops@example.test", "[OPSMEDIC-7] restarted", "two", incident_id=7)
@@ -262,7 +255,7 @@ async def test_crash_after_250_resends_the_same_message_id(
 async def test_unconfigured_outbox_keeps_mail_for_later(
     store: SqliteStore, smtp_server: SmtpSink
 ) -> None:
-    quiet = Outbox(store, smtp_settings(None, 25), Redactor(), Clock())
+    quiet = Outbox(store, smtp_settings(None, 25), Redactor(), ManualClock(T0))
     msg = await quiet.enqueue("ops@example.test", "s", "t")
     report = await quiet.flush()
     assert not report.configured and report.waiting == 1 and report.note is not None

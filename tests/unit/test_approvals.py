@@ -22,6 +22,7 @@ from mcp_server.safety.approvals import (
     token_message_id,
 )
 from mcp_server.store.sqlite import SqliteStore
+from tests.helpers import ManualClock
 
 SECRET = b"0123456789abcdef-test-secret"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -165,14 +166,6 @@ def test_mail_parse_agrees_on_token_shape_and_message_id() -> None:
 # --- the desk on a real store -------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     opened = SqliteStore(f"sqlite:///{tmp_path}/approvals.db")
@@ -182,12 +175,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def desk(store: SqliteStore, clock: Clock) -> ApprovalDesk:
+def desk(store: SqliteStore, clock: ManualClock) -> ApprovalDesk:
     return ApprovalDesk(store, ApprovalTokens(SECRET), [ALICE, f"Bob <{BOB.upper()}>"], clock)
 
 
@@ -222,7 +215,9 @@ async def test_concurrent_decisions_only_one_wins(desk: ApprovalDesk) -> None:
     assert {r.reason for r in results if not r.ok} == {"reused"}
 
 
-async def test_expired_is_marked(desk: ApprovalDesk, clock: Clock, store: SqliteStore) -> None:
+async def test_expired_is_marked(
+    desk: ApprovalDesk, clock: ManualClock, store: SqliteStore
+) -> None:
     token = await request(desk)
     clock.now = T0 + timedelta(minutes=31)
     outcome = await desk.decide(token, "approve", ALICE, HASH, 42)
@@ -268,7 +263,9 @@ async def test_rejections_leave_the_approval_pending(
     assert (await desk.decide(token, "approve", ALICE, HASH, 42)).status == "approved"
 
 
-async def test_approver_removed_from_config_is_rejected(store: SqliteStore, clock: Clock) -> None:
+async def test_approver_removed_from_config_is_rejected(
+    store: SqliteStore, clock: ManualClock
+) -> None:
     tokens = ApprovalTokens(SECRET)
     before = ApprovalDesk(store, tokens, [ALICE], clock)
     token = await request(before)
@@ -316,7 +313,7 @@ async def test_request_checks_the_approver_and_request_all(
         assert await store.get_approval(approval.id) == approval
 
 
-async def test_expire_due(desk: ApprovalDesk, clock: Clock) -> None:
+async def test_expire_due(desk: ApprovalDesk, clock: ManualClock) -> None:
     await request(desk)
     issued = await desk.request_all(42, "restart", {"reason": "died"}, "container:web")
     approvals = [a for _, a in issued]
