@@ -18,8 +18,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.safety.redaction import Redactor
 from mcp_server.store.sqlite import SqliteStore
+from tests.helpers import ManualClock
 from tests.helpers import tls_pair as make_tls_pair
-from tests.integration.test_mail_out import LATER, T0, Clock, smtp_settings
+from tests.integration.test_mail_out import LATER, T0, smtp_settings
 from tests.services import free_port
 
 
@@ -85,7 +86,7 @@ async def test_tls_modes_with_login(
         store,
         smtp_settings("127.0.0.1", port, password="nope-nope", **base),
         Redactor(["nope-nope"]),
-        Clock(),
+        ManualClock(T0),
         tls_context=tls_pair[1],
         max_attempts=1,
     )
@@ -96,7 +97,7 @@ async def test_tls_modes_with_login(
         store,
         smtp_settings("127.0.0.1", port, password="pw-1234", **base),
         Redactor(),
-        Clock(),
+        ManualClock(T0),
         tls_context=tls_pair[1],
     )
     assert (await right.flush(T0 + LATER)).sent == [msg.id]
