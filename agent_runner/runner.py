@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,10 +71,16 @@ class Runner:
 
     async def call(self, tool: str, **args: Any) -> tuple[bool, Any]:
         """(ok, structured result or error text); never raises for a tool error."""
+        ok, out, _ = await self.call_full(tool, **args)
+        return ok, out
+
+    async def call_full(self, tool: str, **args: Any) -> tuple[bool, Any, dict[str, Any]]:
+        """(ok, structured result or error text, an error's structured fields)."""
         r = await self.client.call_tool(tool, args, raise_on_error=False)
         if r.is_error:
-            return False, " ".join(getattr(c, "text", "") for c in r.content) or "error"
-        return True, r.structured_content
+            text = " ".join(getattr(c, "text", "") for c in r.content) or "error"
+            return False, text, dict(r.structured_content or {})
+        return True, r.structured_content, {}
 
     async def note(self, incident_id: int, text: str, status: str | None = None) -> None:
         args: dict[str, Any] = {"incident_id": incident_id, "note": f"runner: {text}"}
@@ -93,9 +98,15 @@ class Runner:
             return
         if self._handled.get(incident_id) == inc["count"]:
             return
-        self._handled[incident_id] = inc["count"]
         target = inc["target"]
-        await self.note(incident_id, "triage started", status="diagnosing")
+        claimed, err = await self.call(
+            "update_incident", incident_id=incident_id, status="diagnosing",
+            note="runner: triage started",
+        )  # fmt: skip
+        if not claimed:  # another runner has it (or it is gone): never two at once
+            logger.info("incident %s not triaged here: %s", incident_id, err)
+            return
+        self._handled[incident_id] = inc["count"]
         evidence = await self._evidence(target)
         rca = await self.advisor.advise(inc, evidence, self.client)
         ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
@@ -129,18 +140,21 @@ class Runner:
             return "would_restart"
         reason = f"runner: {rca.get('category')}: {str(rca.get('summary', ''))[:200]}"
         with anyio.CancelScope(shield=True), anyio.move_on_after(ACTION_TIMEOUT_S) as scope:
-            ok, out = await self.call("restart", target=target, reason=reason, incident_id=iid)
+            ok, out, refusal = await self.call_full(
+                "restart", target=target, reason=reason, incident_id=iid
+            )
         if scope.cancelled_caught:
             await self.note(iid, "restart interrupted: result unknown, check the target", "open")
             return "interrupted"
-        if ok and out.get("status") == "awaiting_approval":
-            return "awaiting_approval"
+        if ok and out.get("status") in ("awaiting_approval", "already_fine"):
+            return str(out["status"])
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
-        await self.note(iid, f"restart refused: {out}")
-        wait = _backoff_wait(str(out))
-        if wait is not None:  # come back when the backoff has passed
-            self._retry[iid] = self.clock() + wait
+        wait = refusal.get("wait_s")
+        if refusal.get("rule") != "concurrency":
+            await self.note(iid, f"restart refused: {out}")
+        if isinstance(wait, int | float) and wait > 0 and not refusal.get("escalate"):
+            self._retry[iid] = self.clock() + float(wait)  # the server said when
         return "refused"
 
     # --- passes and the loop -------------------------------------------------------------
@@ -233,14 +247,3 @@ def _incident_ids(events: list[dict[str, Any]]) -> list[int]:
         if e.get("type") in wanted and iid is not None and iid not in seen:
             seen.append(iid)
     return seen
-
-
-_WAIT = re.compile(r"wait (\d+) (s|min) \(backoff\)")
-
-
-def _backoff_wait(refusal: str) -> float | None:
-    """Seconds to wait from a policy refusal like "... To allow it: wait 17 s (backoff)."."""
-    m = _WAIT.search(refusal)
-    if m is None:
-        return None
-    return float(m.group(1)) * (60 if m.group(2) == "min" else 1)

@@ -19,6 +19,7 @@ from typing import Any
 
 from mcp_server.backends.mail_compose import incident_from_thread
 from mcp_server.backends.mail_parse import ParsedReply, inbound_record, message_key, parse_reply
+from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError
 from mcp_server.models import IncidentStatus
@@ -29,7 +30,7 @@ from mcp_server.safety.approvals import (
     reply_to_address,
     token_message_id,
 )
-from mcp_server.safety.policy import Decision, split_target
+from mcp_server.safety.policy import Decision
 from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,11 @@ class ApprovalFlow:
     # --- asking --------------------------------------------------------------------------
 
     async def current_action(self, target: str) -> tuple[dict[str, Any], str]:
-        """The exact action that would run now, and its hash. A recreated container gets a
-        new id, so an approval for the old one no longer matches (action_changed)."""
-        kind, name = split_target(target)
-        args: dict[str, Any] = {"target": target}
-        if kind == "container":
-            args["container_id"] = (await self.deps.extras["docker"].inspect_container(name)).id
+        """The exact action that would run now, and its hash. The driver's identity changes
+        when the target is recreated, so an approval for the old one no longer matches."""
+        parsed = Target.parse(target)
+        identity = await self.deps.extras["drivers"].of(parsed).identity(parsed.name)
+        args: dict[str, Any] = {"target": target, "identity": identity}
         return args, action_hash("restart", args, target)
 
     async def ask(self, incident_id: int | None, target: str, reason: str, decision: Decision):

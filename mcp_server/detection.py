@@ -2,94 +2,45 @@
 
 Sources: the Docker event stream, managed-process exits, probe results and host metric
 thresholds. Each failure goes to Incidents.report (deduplicated in the store); in heal mode
-the AutoHealer then restarts what policy allows, waiting out backoff, escalating when the
-budget is spent.
+the AutoHealer (mcp_server.core.autoheal) then restarts what policy allows.
+
+Several OpsMedic processes may watch one engine: each engine event is recorded in the store
+under a key of its own (engine id + time + action), and only the process whose record is
+new reports it, so a crash opens or bumps one incident once. Events caused by OpsMedic's own
+actions (the kill/die/start of a restart) are recognised from the store's action records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
+from datetime import UTC, datetime
 from typing import Any
 
-from mcp_server.backends.docker_events import EventHistory, classify
+from mcp_server.backends.docker_events import DockerEvent, EventHistory, classify
+from mcp_server.core.autoheal import AutoHealer
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError
-from mcp_server.healer import RESTARTABLE, Healer
 from mcp_server.incidents import Incidents
-from mcp_server.models import Incident, IncidentStatus, Severity, utcnow
+from mcp_server.models import Event, Incident, IncidentStatus, Severity, utcnow
+from mcp_server.safety.policy import Policy
 
 logger = logging.getLogger(__name__)
 
 SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
 RETRY_S = (1.0, 30.0)
 HOST_STREAK = 3  # consecutive critical readings before a host incident
-
-
-class AutoHealer:
-    """In heal mode, one restart loop per failing target; policy decides every step."""
-
-    def __init__(self, deps: Deps, healer: Healer) -> None:
-        self.deps = deps
-        self.healer = healer
-        self._busy: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def enabled(self) -> bool:
-        s = self.deps.settings
-        return s.mode == "heal" and s.policy.auto_restart
-
-    def consider(self, inc: Incident) -> None:
-        kind = inc.target.partition(":")[0]
-        if not self.enabled or kind not in RESTARTABLE or inc.target in self._busy:
-            return
-        if inc.status in (IncidentStatus.escalated, IncidentStatus.awaiting_approval):
-            return
-        self._busy.add(inc.target)
-        task = asyncio.get_running_loop().create_task(self._heal(inc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _heal(self, inc: Incident) -> None:
-        try:
-            while True:
-                current = await self.deps.store.get_incident(inc.id)
-                if current is None or current.status in (
-                    IncidentStatus.resolved,
-                    IncidentStatus.escalated,
-                ):
-                    return
-                decision = await self.healer.decide(inc.target)
-                if not decision.allowed and decision.wait_s > 0 and not decision.escalate:
-                    await self.deps.sleep(decision.wait_s)
-                    continue
-                reason = f"auto: {inc.symptom} ({inc.title})"
-                result = await self.healer.restart(inc.target, reason, inc.id, actor="opsmedic")
-                if result["ok"] or result.get("status") == "awaiting_approval":
-                    return
-        except OpsMedicError as exc:  # refused / escalated / unavailable: recorded already
-            logger.info("auto-heal of %s stopped: %s", inc.target, exc)
-        except Exception:
-            logger.exception("auto-heal of %s failed", inc.target)
-        finally:
-            self._busy.discard(inc.target)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+OWN_MARGIN_S = 1.0  # engine events this soon after one of our actions are that action's
 
 
 class Detector:
-    def __init__(self, deps: Deps, incidents: Incidents, autoheal: AutoHealer) -> None:
+    def __init__(
+        self, deps: Deps, incidents: Incidents, autoheal: AutoHealer, policy: Policy
+    ) -> None:
         self.deps = deps
         self.incidents = incidents
         self.autoheal = autoheal
+        self.policy = policy
 
     async def report(
         self, target: str, symptom: str, title: str, detail: dict[str, Any] | None = None
@@ -102,35 +53,56 @@ class Detector:
     # --- Docker --------------------------------------------------------------------------
 
     async def watch_docker(self) -> None:
-        """Follow the engine's events forever; the backend reconnects when it drops."""
+        """Follow the engine's events forever; the backend reconnects when it drops.
+        (Containers already down at startup are found by the reconcile pass.)"""
         docker = self.deps.extras["docker"]
         history = EventHistory()
-        since = time.time()
-        await self._scan_containers(docker)
         self.deps.tasks["docker-events"] = "running"
-        async for event in docker.events(since=since):
-            symptom = classify(event, history)
-            history.record(event)
-            if symptom is None or not event.name:
-                continue
-            detail = {
-                "exit_code": event.exit_code,
-                "container_id": event.id,
-                "action": event.action,
-            }
-            await self.report(f"container:{event.name}", symptom.kind, symptom.detail, detail)
+        async for event in docker.events(since=self.deps.clock()):
+            await self._on_docker_event(event, history)
 
-    async def _scan_containers(self, docker: Any) -> None:
-        """At start: managed containers that are already down or unhealthy get incidents
-        too (OpsMedic may start after the crash)."""
-        rows = await docker.list_containers(self.deps.settings.policy.selector or None)
-        for row in rows:
-            target = f"container:{row.name}"
-            if row.status in ("exited", "dead") and row.exit_code not in (None, 0):
-                title = f"{row.name} is down (exited with code {row.exit_code}) at startup"
-                await self.report(target, "died", title, {"exit_code": row.exit_code})
-            elif row.health == "unhealthy":
-                await self.report(target, "unhealthy", f"{row.name} is unhealthy at startup")
+    async def _on_docker_event(self, event: DockerEvent, history: EventHistory) -> None:
+        if not event.name:
+            return
+        target = f"container:{event.name}"
+        if event.action in ("kill", "die", "start", "restart") and await self._ours(
+            target, event.time
+        ):
+            return  # OpsMedic's own restart: neither a crash nor a loop
+        if event.action == "destroy":
+            await self.incidents.resolve_target(target, f"{event.name} was removed")
+            return
+        managed = self.policy.in_scope(target, event.labels)
+        symptom = classify(event, history, managed=managed)
+        history.record(event)
+        if symptom is None or not await self._first_to_see(event, target):
+            return
+        detail = {"exit_code": event.exit_code, "container_id": event.id,
+                  "action": event.action, "signal": history.kill_signals.get(event.id)}  # fmt: skip
+        await self.report(target, symptom.kind, symptom.detail, detail)
+
+    async def _ours(self, target: str, at: float) -> bool:
+        """Does an engine event at `at` fall within one of OpsMedic's actions on target?"""
+        since = datetime.fromtimestamp(at - 600, UTC)
+        now = self.deps.clock()
+        for run in await self.deps.store.list_actions(since, subject=target):
+            begin = run.started_at.timestamp() - 0.05
+            end = (run.finished_at.timestamp() if run.finished_at else now) + OWN_MARGIN_S
+            if begin <= at <= end:
+                return True
+        return False
+
+    async def _first_to_see(self, event: DockerEvent, target: str) -> bool:
+        """Record the engine event once in the store; True for the process that did."""
+        record = Event(
+            id=f"docker:{event.id}:{event.time_nano}:{event.action}",
+            ts=datetime.fromtimestamp(event.time, UTC),
+            source="docker",
+            type=f"container.{event.action}",
+            target=target,
+            data={"exit_code": event.exit_code, "by": self.deps.holder},
+        )
+        return bool(await self.deps.store.add_events([record]))
 
     # --- managed processes --------------------------------------------------------------
 

@@ -20,9 +20,16 @@ class NotFound(OpsMedicError):
 
 
 class Refused(OpsMedicError):
-    """Policy or safety refused the action; the message says why and what would allow it."""
+    """Policy or safety refused the action; the message says why and what would allow it.
+
+    `data` carries the same decision as fields (rule, wait_s, retry_at, remedy, escalate)
+    so a client schedules its retry from data, never from the prose."""
 
     kind = "refused"
+
+    def __init__(self, message: str, data: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.data: dict[str, object] = dict(data or {})
 
 
 class Unavailable(OpsMedicError):

@@ -97,7 +97,15 @@ class AuditMiddleware(Middleware):
         with _collect() as note:
             try:
                 result = await call_next(context)
+            except Refused as exc:
+                if not exc.data:
+                    await self._fail(base, note, started, exc)
+                await self._finish(base, note, "refused", started, error=str(exc))
+                return _refusal_result(exc)
             except Exception as exc:
+                if isinstance(exc.__cause__, Refused) and exc.__cause__.data:
+                    await self._finish(base, note, "refused", started, error=str(exc.__cause__))
+                    return _refusal_result(exc.__cause__)
                 await self._fail(base, note, started, exc)
             outcome = "error" if getattr(result, "is_error", False) else "ok"
             await self._finish(base, note, outcome, started)
@@ -146,6 +154,13 @@ class AuditMiddleware(Middleware):
                 flag = bool(ann is not None and ann.destructive_hint)
             self._destructive[name] = flag
         return self._destructive[name]
+
+
+def _refusal_result(exc: Refused) -> ToolResult:
+    """A refusal is a tool error whose structured content carries the decision's fields
+    (rule, wait_s, retry_at, remedy), so clients schedule retries from data."""
+    text = mt.TextContent(type="text", text=str(exc))
+    return ToolResult(content=[text], structured_content=dict(exc.data), is_error=True)
 
 
 def _target_of(args: dict[str, Any]) -> str | None:

@@ -72,6 +72,8 @@ class PolicySettings(_Section):
     verify_timeout_s: float = Field(default=30.0, gt=0)
     verify_stable_s: float = Field(default=1.0, ge=0)  # must stay up this long to count
     auto_restart: bool = True  # in heal mode, the server restarts failed targets itself
+    # desired vs actual for every managed target, at startup and every reconcile_s
+    reconcile_s: float = Field(default=30.0, gt=0)
     # ask the person at an MCP client for approval in-band (off: a headless client could
     # answer its own question); email approval stays the default path
     elicit: bool = False

@@ -23,13 +23,19 @@ from mcp_server.backends.mail_in import ImapWatcher
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.core.actions import Actions
+from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.reconcile import Reconciler
 from mcp_server.deps import Deps
-from mcp_server.detection import AutoHealer, Detector, every, supervise, with_lease
-from mcp_server.healer import Healer
+from mcp_server.detection import Detector, every, supervise, with_lease
+from mcp_server.drivers import Drivers
+from mcp_server.drivers.container import ContainerDriver
+from mcp_server.drivers.job import JobDriver
+from mcp_server.drivers.process import ProcessDriver
 from mcp_server.incidents import Incidents
 from mcp_server.jobs import JobTracker
 from mcp_server.monitors import Monitors
-from mcp_server.safety.policy import Policy, RestartLedger
+from mcp_server.safety.policy import Policy
 from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,13 +51,9 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     if s.processes:
         x.setdefault("processes", ProcessSupervisor(s.processes, s.data_dir / "processes"))
     x.setdefault("policy", Policy(s))
-    x.setdefault("ledger", RestartLedger())
     x.setdefault("incidents", Incidents(deps.store, deps.bus))
     cleaner = DockerCleanerAdapter(x["docker"], s.policy.selector) if "docker" in x else None
     x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner))
-    x.setdefault("healer", Healer(deps, x["policy"], x["ledger"], x["incidents"]))
-    x.setdefault("autoheal", AutoHealer(deps, x["healer"]))
-    x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"]))
     x.setdefault("monitors", Monitors(deps))
     x.setdefault("outbox", Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)))
     x.setdefault("approvals", ApprovalFlow(deps))
@@ -62,6 +64,26 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     if "hub" not in x:
         x["hub"] = build_hub_client(s.ingest, x["jobs"].handle, x["jobs"].load_cursor)
     x.setdefault("restarter", build_restarter(s.ingest, x["hub"]))
+    x.setdefault("drivers", build_drivers(deps))
+    x.setdefault("healer", Actions(deps, x["policy"], x["drivers"], x["incidents"]))
+    x.setdefault("autoheal", AutoHealer(deps, x["healer"], x["incidents"]))
+    detector = x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"], x["policy"]))
+    x.setdefault(
+        "reconciler", Reconciler(deps, x["healer"], x["incidents"], x["autoheal"], detector.report)
+    )
+
+
+def build_drivers(deps: Deps) -> Drivers:
+    """One driver per kind this configuration can act on, plus registered plugins."""
+    x, pol = deps.extras, deps.settings.policy
+    drivers = Drivers()
+    if "docker" in x:
+        drivers.add(ContainerDriver(x["docker"], pol))
+    if "processes" in x:
+        drivers.add(ProcessDriver(x["processes"], pol))
+    drivers.add(JobDriver(deps.store, x["jobs"], x.get("restarter"), pol))
+    drivers.load_plugins(deps)
+    return drivers
 
 
 @contextlib.asynccontextmanager
@@ -109,6 +131,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         x.setdefault("probes", ProbeScheduler(deps.settings.probes, on_result=detector.on_probe))
         jobs["probes"] = x["probes"].run
     jobs["host-metrics"] = detector.watch_host
+    jobs["reconcile"] = x["reconciler"].run
     if deps.settings.smtp.host:
         jobs["mail-outbox"] = x["outbox"].run
     if deps.settings.imap.host:

@@ -111,15 +111,16 @@ async def policy(ctx: Context) -> str:
     """What may be changed, by whom, how often: mode, scope, approvals, budgets, and the
     restart ledger (recent restarts per target, in-flight actions)."""
     deps = deps_of(ctx)
-    return _json(_policy_view(deps))
+    return _json(await _policy_view(deps))
 
 
-def _policy_view(deps: Deps) -> dict[str, Any]:
-    ledger = deps.extras.get("ledger")
+async def _policy_view(deps: Deps) -> dict[str, Any]:
+    """The ledger is computed from the store's action records (shared by every OpsMedic)."""
+    ledger = await deps.extras["healer"].ledger()
     return {
         "mode": deps.settings.mode,
         "policy": describe(deps.settings),
-        "ledger": ledger.snapshot(deps.clock()) if ledger is not None else {},
+        "ledger": ledger.snapshot(deps.clock()),
     }
 
 

@@ -27,10 +27,10 @@ from mcp_server.backends.docker_format import Health, as_health, short_id
 logger = logging.getLogger(__name__)
 
 #: Container actions we follow; the engine sends health as "health_status: <status>".
-ACTIONS = ("die", "oom", "health_status", "start", "restart", "kill")
+ACTIONS = ("die", "oom", "health_status", "start", "restart", "kill", "destroy")
 _NOT_LABELS = frozenset({"name", "image", "exitCode", "signal", "execDuration"})
 
-SymptomKind = Literal["died", "oom", "unhealthy", "restart_loop"]
+SymptomKind = Literal["died", "stopped", "oom", "unhealthy", "restart_loop"]
 
 
 class DockerEvent(BaseModel):
@@ -108,6 +108,7 @@ class EventHistory:
     window_s: float = 60.0
     starts: dict[str, list[float]] = field(default_factory=dict)
     kills: dict[str, float] = field(default_factory=dict)
+    kill_signals: dict[str, int | None] = field(default_factory=dict)
     ooms: dict[str, float] = field(default_factory=dict)
 
     def record(self, event: DockerEvent) -> None:
@@ -119,6 +120,7 @@ class EventHistory:
             self.starts.setdefault(event.id, []).append(event.time)
         elif event.action == "kill":
             self.kills[event.id] = event.time
+            self.kill_signals[event.id] = event.signal
         elif event.action == "oom":
             self.ooms[event.id] = event.time
         self._forget(event.time)
@@ -135,22 +137,34 @@ class EventHistory:
         for seen in (self.kills, self.ooms):
             for cid in [c for c, t in seen.items() if now - t >= keep]:
                 del seen[cid]
+        for cid in [c for c in self.kill_signals if c not in self.kills]:
+            del self.kill_signals[cid]
 
 
 LOOP_STARTS = 3
 INTENT_S = 30.0  # a die this soon after a kill was asked for (stop/restart), not a crash
 
 
+SIGNALS = {9: "SIGKILL: docker kill or kill -9", 15: "SIGTERM: docker stop", 2: "SIGINT"}
+
+
 def classify(
-    event: DockerEvent, recent: EventHistory, *, loop_starts: int = LOOP_STARTS
+    event: DockerEvent,
+    recent: EventHistory,
+    *,
+    loop_starts: int = LOOP_STARTS,
+    managed: bool = False,
 ) -> Symptom | None:
     """Map an event to a symptom, or None when it is not a failure.
 
-    - die -> "died" with the exit code, unless it follows a kill (someone stopped or
-      restarted it) or an oom (already reported as "oom");
+    - die -> "died" with the exit code, or "stopped" when someone killed it first (docker
+      stop / kill). A `managed` container should be running, so however it went down is a
+      symptom; for others a die that follows a kill was asked for and is ignored. A die
+      that follows an oom was reported as "oom" already;
     - oom -> "oom"; health_status unhealthy -> "unhealthy";
     - start -> "restart_loop" when this is the `loop_starts`-th start of the container
-      within `recent.window_s` seconds (counting this one).
+      within `recent.window_s` seconds (counting this one). The caller leaves out the
+      starts OpsMedic caused itself, so a loop is judged from the target's own crashes.
     """
     who = event.name or event.id
     if event.action == "oom":
@@ -158,13 +172,7 @@ def classify(
     if event.action == "health_status" and event.health == "unhealthy":
         return Symptom(kind="unhealthy", detail=f"{who} health check reports unhealthy")
     if event.action == "die":
-        for seen in (recent.kills.get(event.id), recent.ooms.get(event.id)):
-            if seen is not None and 0 <= event.time - seen < INTENT_S:
-                return None
-        hint = ""
-        if event.exit_code == 137:  # SIGKILL nobody asked for; the engine can miss fast OOMs
-            hint = " (SIGKILL: likely the OOM killer; inspect_container shows oom_killed)"
-        return Symptom(kind="died", detail=f"{who} exited with code {event.exit_code}{hint}")
+        return _classify_die(event, recent, who, managed)
     if event.action == "start":
         earlier = [
             t for t in recent.starts.get(event.id, []) if 0 <= event.time - t < recent.window_s
@@ -175,6 +183,29 @@ def classify(
                 detail=f"{who} started {len(earlier) + 1} times in {recent.window_s:.0f}s",
             )
     return None
+
+
+def _recent(seen: float | None, now: float) -> bool:
+    return seen is not None and 0 <= now - seen < INTENT_S
+
+
+def _classify_die(
+    event: DockerEvent, recent: EventHistory, who: str, managed: bool
+) -> Symptom | None:
+    if _recent(recent.ooms.get(event.id), event.time):
+        return None
+    if _recent(recent.kills.get(event.id), event.time):
+        if not managed:
+            return None
+        signal = recent.kill_signals.get(event.id)
+        how = SIGNALS.get(signal or 0, f"signal {signal}")
+        return Symptom(
+            kind="stopped", detail=f"{who} was stopped ({how}), exit code {event.exit_code}"
+        )
+    hint = ""
+    if event.exit_code == 137:  # SIGKILL nobody asked for: the OOM killer, or kill -9
+        hint = " (SIGKILL: the OOM killer or kill -9; inspect_container shows oom_killed)"
+    return Symptom(kind="died", detail=f"{who} exited with code {event.exit_code}{hint}")
 
 
 # --- following the stream (threaded) ---------------------------------------------------

@@ -26,6 +26,7 @@ import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -124,10 +125,24 @@ class Decision(BaseModel):
         """Reason and remedy in one line, for a tool error or an email."""
         return self.reason if not self.remedy else f"{self.reason} To allow it: {self.remedy}."
 
-    def raise_if_refused(self) -> None:
-        """Raise Refused with message() unless the action is allowed."""
+    def data(self, now: float | None = None) -> dict[str, Any]:
+        """The decision as fields for a structured tool result (retry_at when it can wait)."""
+        out: dict[str, Any] = {
+            "refused": not self.allowed, "action": self.action, "target": self.target,
+            "rule": self.rule, "verdict": self.verdict, "reason": self.reason,
+            "remedy": self.remedy, "escalate": self.escalate, "wait_s": round(self.wait_s, 3),
+        }  # fmt: skip
+        if now is not None and self.wait_s > 0:
+            out["retry_at"] = datetime.fromtimestamp(now + self.wait_s, UTC).isoformat()
+        return out
+
+    def refusal(self, now: float | None = None) -> Refused:
+        return Refused(self.message(), self.data(now))
+
+    def raise_if_refused(self, now: float | None = None) -> None:
+        """Raise Refused with message() and the decision's fields unless it is allowed."""
         if not self.allowed:
-            raise Refused(self.message())
+            raise self.refusal(now)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -232,6 +247,11 @@ class Policy:
         if self._in_scope(kind, name, ask.target, ask.labels):
             return None
         return ask.refuse("scope", *self._scope_hint(kind, name, ask.target))
+
+    def in_scope(self, target: str, labels: Mapping[str, str] | None) -> bool:
+        """May OpsMedic change this target (ignoring mode)? Its desired state is then running."""
+        kind, name = split_target(target)
+        return kind in RESTARTABLE_KINDS and self._in_scope(kind, name, target, labels)
 
     def _in_scope(
         self, kind: str, name: str, target: str, labels: Mapping[str, str] | None

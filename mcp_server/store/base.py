@@ -194,6 +194,13 @@ class Store(Protocol):
         """Newest first (by started_at)."""
 
     # --- events (the long-poll feed and idempotent ingest) ---------------------------
+    async def list_actions(
+        self, since: datetime, subject: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Action runs (kind "action") started at or after `since`, oldest first: the durable
+        record budgets, backoff and in-flight actions are computed from."""
+        ...
+
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         """Insert events whose id is new; return the inserted ones with their seq."""
 

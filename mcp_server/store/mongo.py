@@ -236,6 +236,15 @@ class MongoStore(OpsDelegate):
         sort = [("started_at", DESCENDING), ("_id", DESCENDING)]
         return await self._find(Run, "runs", query, sort, limit)
 
+    async def list_actions(
+        self, since: datetime, subject: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        query: dict[str, Any] = {"kind": "action", "started_at": {"$gte": rows.ts_text(since)}}
+        if subject is not None:
+            query["subject"] = subject
+        sort = [("started_at", ASCENDING), ("_id", ASCENDING)]
+        return await self._find(Run, "runs", query, sort, limit)
+
     # --- events ----------------------------------------------------------------------------
 
     async def add_events(self, events: Sequence[Event]) -> list[Event]:

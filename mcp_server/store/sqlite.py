@@ -219,6 +219,16 @@ class SqliteStore(OpsDelegate):
         sql = f"SELECT * FROM runs {where} ORDER BY started_at DESC, id DESC LIMIT max(?, 0)"
         return await self._run(ops.select, Run, sql, params)
 
+    async def list_actions(
+        self, since: datetime, subject: str | None = None, limit: int = 1000
+    ) -> list[Run]:
+        where = "kind = 'action' AND started_at >= ?" + (
+            "" if subject is None else " AND subject = ?"
+        )
+        params: list[Any] = [rows.ts_text(since)] + ([] if subject is None else [subject])
+        sql = f"SELECT * FROM runs WHERE {where} ORDER BY started_at, id LIMIT max(?, 0)"
+        return await self._run(ops.select, Run, sql, [*params, limit])
+
     # --- events ----------------------------------------------------------------------------
 
     async def add_events(self, events: Sequence[Event]) -> list[Event]:

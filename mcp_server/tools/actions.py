@@ -10,6 +10,7 @@ from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from mcp_server.backends.diskclean import CleanPlan
+from mcp_server.core.targets import Target
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound, Refused
 from mcp_server.middleware import audit_note
@@ -25,26 +26,29 @@ async def restart(
     ctx: Context,
     incident_id: int | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
-    """Restart container:NAME or process:NAME and verify it stays up. Policy may refuse
-    (mode, scope, backoff, approval); the refusal says what would allow it."""
+    """Restart container:NAME, process:NAME or job:ID and verify it stays up. Policy may
+    refuse (mode, scope, backoff, approval): the refusal's fields say which rule, when to
+    retry (retry_at / wait_s) and what would allow it. With incident_id, the incident must
+    be about this target; a target that is already running again is not restarted."""
     deps = deps_of(ctx)
-    healer = deps.extras["healer"]
+    actions = deps.extras["healer"]
+    parsed = Target.parse(target, actions.drivers.restartable)
     actor = _actor(ctx)
-    decision = await healer.decide(target)
-    audit_note(decision=decision.verdict, target=target)
+    decision = await actions.decide(parsed)
+    audit_note(decision=decision.verdict, target=str(parsed))
     if decision.needs_approval and deps.settings.policy.elicit:
-        question = f"OpsMedic wants to restart {target} ({reason}). Approve this restart?"
+        question = f"OpsMedic wants to restart {parsed} ({reason}). Approve this restart?"
         answer = await ask_yes_no(ctx, question)
         if isinstance(answer, mt.InputRequiredResult):
             return answer  # stateless era: the client asks the person and calls again
         if answer is False:
             audit_note(decision="denied_by_elicitation")
-            raise Refused(f"the person at the client declined restarting {target}; nothing ran")
+            raise Refused(f"the person at the client declined restarting {parsed}; nothing ran")
         if answer is True:
             audit_note(decision="approved_by_elicitation")
             who = f"{actor} (approved by elicitation)"
-            return dict(await healer.restart(target, reason, incident_id, who, approved=True))
-    return dict(await healer.restart(target, reason, incident_id, actor=actor, decision=decision))
+            return dict(await actions.restart(parsed, reason, incident_id, who, approved=True))
+    return dict(await actions.restart(parsed, reason, incident_id, actor, decision=decision))
 
 
 async def clean_disk(
@@ -69,11 +73,12 @@ async def clean_disk(
     plan = plans.get(plan_id)
     if plan is None:
         raise NotFound(f"no plan {plan_id!r} (plans live 1 h): call clean_disk(action='plan')")
+    ledger = await deps.extras["healer"].ledger()
     decision = deps.extras["policy"].check(
-        "clean_disk", f"disk:{plan_id}", None, deps.clock(), deps.extras["ledger"]
+        "clean_disk", f"disk:{plan_id}", None, deps.clock(), ledger
     )
     audit_note(decision=decision.verdict, target=f"disk:{plan_id}")
-    decision.raise_if_refused()
+    decision.raise_if_refused(deps.clock())
     result = await anyio.to_thread.run_sync(planner.apply, plan)
     plans.pop(plan_id, None)
     return dict(result.to_dict(max_items=PLAN_VIEW_ITEMS))

@@ -8,15 +8,16 @@ from fastmcp import Context, FastMCP
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.deps import deps_of
-from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.errors import Conflict, InvalidInput, NotFound
 from mcp_server.incidents import incident_row
 from mcp_server.middleware import caller_identity
-from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory
+from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory, utcnow
 from mcp_server.tools._common import READ_ONLY, WRITE, add_tool, parse_statuses
 
 TIMELINE_SHOWN = 30
 MAX_EVIDENCE = 20
 MAX_NOTE = 2000
+TRIAGE_TTL_S = 120.0  # a runner that died mid-triage blocks others at most this long
 
 
 async def list_incidents(
@@ -90,7 +91,8 @@ async def update_incident(
     status: IncidentStatus | None = None,
     note: str = "",
 ) -> dict[str, Any]:
-    """Set an incident's status and/or add a note to its timeline."""
+    """Set an incident's status and/or add a note to its timeline. status="diagnosing"
+    claims the incident's triage: refused while another OpsMedic is diagnosing it."""
     if status is None and not note:
         raise InvalidInput("give a status, a note, or both")
     note = note[:MAX_NOTE]
@@ -99,6 +101,14 @@ async def update_incident(
     actor = caller_identity(ctx)[0]
     if await deps.store.get_incident(incident_id) is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
+    lease = f"triage:{incident_id}"
+    if status == IncidentStatus.diagnosing:
+        if not await deps.store.acquire_lease(lease, deps.holder, TRIAGE_TTL_S, utcnow()):
+            raise Conflict(
+                f"another OpsMedic is diagnosing incident {incident_id}; its RCA lands there"
+            )
+    elif status is not None:
+        await deps.store.release_lease(lease, deps.holder)
     if status is not None:
         inc = await incidents.transition(incident_id, status, note or "changed by a client", actor)
     else:

@@ -208,7 +208,7 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
     sources["host"] = "ok" if host else "off"
     if host:
         targets.append(host["target"])
-    restarts = deps.extras["ledger"].history if "ledger" in deps.extras else None
+    restarts = (await deps.extras["healer"].ledger()).history if "healer" in deps.extras else None
     for t in targets:
         t["incidents"] = open_by_target.get(t["target"], 0)
         if restarts is not None and t["kind"] in ("container", "process"):

@@ -76,7 +76,8 @@ async def test_managed_crash_is_detected_restarted_and_verified(heal_server, doc
         while not opened:
             got = await client.call_tool("wait_for_events", {"cursor": cursor, "timeout_s": 5})
             cursor = got.structured_content["cursor"]
-            opened = [e for e in got.structured_content["events"] if e.get("target") == target]
+            events = got.structured_content["events"]
+            opened = [e for e in events if e.get("target") == target and e["source"] != "docker"]
     assert opened[0]["type"] == "incident.opened"
     inc = await _wait_incident(deps, target, {IncidentStatus.resolved})
     assert any("verified" in t.text for t in inc.timeline)
@@ -92,9 +93,6 @@ async def test_unmanaged_container_is_never_touched(heal_server, docker_env):
     await _wait_incident(deps, target)
     docker_env.wait_status(box, "exited")
     started = _started_at(docker_env, box)
-    with anyio.fail_after(10):
-        while not [e for e in await deps.store.audit_entries() if e.target == target]:
-            await anyio.sleep(0.05)
     r = await client.call_tool(
         "restart", {"target": target, "reason": "try anyway"}, raise_on_error=False
     )
@@ -102,7 +100,9 @@ async def test_unmanaged_container_is_never_touched(heal_server, docker_env):
     refusals = [
         e for e in await deps.store.audit_entries() if e.target == target and e.outcome == "refused"
     ]
-    assert len(refusals) >= 2  # the automatic attempt and the tool call, both audited
+    # the tool call is refused and audited; the server itself never tries a target that is
+    # out of scope (no automatic attempt, no audit noise every reconcile pass)
+    assert refusals and all(e.actor != "opsmedic" for e in refusals)
     assert _started_at(docker_env, box) == started
     assert docker_env._get(box).status == "exited"
 
@@ -112,19 +112,20 @@ async def test_crash_loop_follows_budget_then_escalates(heal_server, docker_env)
     box = docker_env.run("loop", CRASH_SOON, labels=MANAGED)
     target = f"container:{box.name}"
     inc = await _wait_incident(deps, target, {IncidentStatus.escalated}, timeout=60)
-    starts = deps.extras["ledger"].history(target)
+    starts = (await deps.extras["healer"].ledger()).history(target)
     assert len(starts) == 3
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # backoff 10 s then 20 s (fake clock), plus the real seconds each verify took
     assert 10 <= gaps[0] < 16 and 20 <= gaps[1] < 26, gaps
     # the server waited out the rest of each backoff (measured from the previous restart)
-    assert 5 < clock.slept[0] <= 10 and 15 < clock.slept[1] <= 20, clock.slept
+    waits = [s for s in clock.slept if s > 0.1]  # not the re-looks after a failed verify
+    assert 5 < waits[0] <= 10 and 15 < waits[1] <= 20, clock.slept
     assert "budget" in inc.timeline[-1].text.lower() or "escalat" in inc.timeline[-1].text.lower()
     # left alone: no further restart after escalation
     before = _started_at(docker_env, box)
     await anyio.sleep(2)
     assert _started_at(docker_env, box) == before
-    assert len(deps.extras["ledger"].history(target)) == 3
+    assert len((await deps.extras["healer"].ledger()).history(target)) == 3
 
 
 async def test_oom_is_reported_as_oom(heal_server, docker_env):

@@ -1,0 +1,66 @@
+"""Bot jobs reported by a hub; restarted through the hub socket or a webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from mcp_server.drivers.base import TargetState
+from mcp_server.errors import NotFound, Unavailable
+from mcp_server.settings import PolicySettings
+from mcp_server.store.base import Store
+
+POLL_S = 0.2
+
+
+class JobDriver:
+    kind = "job"
+    restartable = True
+
+    def __init__(self, store: Store, jobs: Any, restarter: Any, policy: PolicySettings) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.restarter = restarter
+        self.policy = policy
+
+    async def labels(self, name: str) -> dict[str, str] | None:
+        job = await self.store.get_job(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}; read opsmedic://jobs for ids")
+        labels = job.meta.get("labels")
+        return dict(labels) if isinstance(labels, dict) else {}
+
+    async def state(self, name: str) -> TargetState:
+        job = await self.store.get_job(name)
+        if job is None:
+            return TargetState(exists=False, detail=f"no job {name}")
+        return TargetState(running=job.status in ("running", "ok"), detail=f"job {job.status}")
+
+    async def restart(self, name: str) -> None:
+        if self.restarter is None:
+            raise Unavailable(
+                "no way to restart jobs: set OPSMEDIC_INGEST__URL (hub) or __WEBHOOK_URL"
+            )
+        await self.restarter.restart(name, "requested by OpsMedic")
+
+    async def verify(self, name: str) -> tuple[bool, str]:
+        """A restarted job is back when the hub reports a new run or a heartbeat for it."""
+        timeout_s = self.policy.verify_timeout_s
+        await self.jobs.flush()
+        before = await self.store.get_job(name)
+        seen = (before.last_run_id, before.last_heartbeat) if before else (None, None)
+        with anyio.move_on_after(timeout_s):
+            while True:
+                await anyio.sleep(POLL_S)
+                await self.jobs.flush()
+                job = await self.store.get_job(name)
+                if job and (job.last_run_id, job.last_heartbeat) != seen and job.status != "failed":
+                    return True, f"job reports {job.status} (run {job.last_run_id})"
+        return False, f"no new run or heartbeat from job {name} within {timeout_s:g}s"
+
+    async def identity(self, name: str) -> str:
+        return f"job:{name}"
+
+    async def managed(self) -> list[str]:
+        return []  # jobs report themselves; stalls are the job tracker's to detect
