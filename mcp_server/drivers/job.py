@@ -23,6 +23,8 @@ class JobDriver:
         self.jobs = jobs
         self.restarter = restarter
         self.policy = policy
+        #: (last run, last heartbeat) per job when its restart was asked: verify compares
+        self._before: dict[str, tuple[object, object]] = {}
 
     async def labels(self, name: str) -> dict[str, str] | None:
         job = await self.store.get_job(name)
@@ -42,14 +44,15 @@ class JobDriver:
             raise Unavailable(
                 "no way to restart jobs: set OPSMEDIC_INGEST__URL (hub) or __WEBHOOK_URL"
             )
+        await self.jobs.flush()
+        job = await self.store.get_job(name)
+        self._before[name] = (job.last_run_id, job.last_heartbeat) if job else (None, None)
         await self.restarter.restart(name, "requested by OpsMedic")
 
     async def verify(self, name: str) -> tuple[bool, str]:
         """A restarted job is back when the hub reports a new run or a heartbeat for it."""
         timeout_s = self.policy.verify_timeout_s
-        await self.jobs.flush()
-        before = await self.store.get_job(name)
-        seen = (before.last_run_id, before.last_heartbeat) if before else (None, None)
+        seen = self._before.pop(name, (None, None))
         with anyio.move_on_after(timeout_s):
             while True:
                 await anyio.sleep(POLL_S)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 
 import anyio
 import pytest
@@ -11,7 +12,7 @@ from fastmcp import Client
 
 from mcp_server.app import create_server
 from mcp_server.deps import Deps
-from mcp_server.models import IncidentStatus
+from mcp_server.models import IncidentStatus, Run, utcnow
 from tests.helpers import free_port, make_settings
 
 FLAKY = (
@@ -154,16 +155,17 @@ async def test_no_docker_engine_is_one_clear_sentence(tmp_path):
 
 
 async def test_restart_budget_survives_a_restart_of_opsmedic(tmp_path):
-    """Restarts recorded in the audit log count against the budget of a new server."""
+    """Action records in the store count against the budget of a new server."""
     proc = {"name": "w", "argv": [sys.executable, "-c", "import time; time.sleep(60)"]}
     settings = make_settings(tmp_path, mode="heal", processes=[proc])
     earlier = Deps.build(settings)
     await earlier.start()
-    for _ in range(3):  # what a previous OpsMedic process did to process:w
-        await earlier.auditor.record(
-            actor="opsmedic", transport="internal", tool="action:restart",
-            outcome="started", target="process:w", decision="allowed",
-        )  # fmt: skip
+    for i in range(3):  # what a previous OpsMedic process did to process:w
+        at = utcnow() - timedelta(seconds=30 * (3 - i))
+        await earlier.store.put_run(Run(
+            id=f"action-earlier-{i}", kind="action", subject="process:w", status="failed",
+            started_at=at, finished_at=at + timedelta(seconds=2), detail={"deadline": 0},
+        ))  # fmt: skip
     await earlier.stop()
     deps = Deps.build(settings)
     await deps.start()
