@@ -46,4 +46,5 @@ def test_action_lease_lets_one_of_two_processes_restart(
     done = [r for r in results if not r["error"]]
     refused = [r for r in results if r["error"]]
     assert len(done) == 1, results
-    assert len(refused) == 1 and "in progress" in refused[0]["text"] or "another OpsMedic" in refused[0]["text"]
+    assert len(refused) == 1
+    assert "in progress" in refused[0]["text"] or "another OpsMedic" in refused[0]["text"]
