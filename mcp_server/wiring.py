@@ -23,6 +23,7 @@ from mcp_server.backends.mail_in import ImapWatcher
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.core.holds import Holds
 from mcp_server.deps import Deps
 from mcp_server.detection import AutoHealer, Detector, every, supervise, with_lease
 from mcp_server.healer import Healer
@@ -47,6 +48,7 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
     x.setdefault("policy", Policy(s))
     x.setdefault("ledger", RestartLedger())
     x.setdefault("incidents", Incidents(deps.store, deps.bus))
+    x.setdefault("holds", Holds(deps.store, deps.auditor, deps.bus, lambda: deps.clock()))
     cleaner = DockerCleanerAdapter(x["docker"], s.policy.selector) if "docker" in x else None
     x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner))
     x.setdefault("healer", Healer(deps, x["policy"], x["ledger"], x["incidents"]))
