@@ -87,11 +87,14 @@ def _parse_time(text: str) -> datetime:
 
 
 def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit in ("d", "h", "m"):
-        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
+    """The two largest units, in the notation `until` accepts: 30m, 1h30m, 6d23h, 59s."""
+    left = int(delta.total_seconds())
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        count, left = divmod(left, _UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2]) or "0s"
 
 
 def is_active(hold: Hold, now: datetime) -> bool:

@@ -12,6 +12,7 @@ from mcp_server.core.holds import Holds, held_note, hold_view, parse_until
 from mcp_server.core.targets import Target
 from mcp_server.errors import InvalidInput
 from mcp_server.events import EventBus
+from mcp_server.models import Hold
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.store.sqlite import SqliteStore
@@ -121,6 +122,17 @@ async def test_list_active_purges_and_announces_expired(
     assert [h.target for h in await store.list_holds()] == ["process:worker"]  # purged
     types = [(e.type, e.target) for e in await store.events_after(0)]
     assert types[-1] == ("hold.expired", "container:web")
+
+
+def test_remaining_is_written_like_until() -> None:
+    made = Hold(target="container:web", reason="r", actor="a", created_at=T0, until=T0)
+    for delta, text in [
+        (timedelta(minutes=30), "30m"),
+        (timedelta(minutes=29, seconds=59), "29m59s"),
+        (timedelta(days=6, hours=23, minutes=59), "6d23h"),
+        (timedelta(0), "0s"),
+    ]:
+        assert hold_view(made.model_copy(update={"until": T0 + delta}), T0)["remaining"] == text
 
 
 async def test_hold_again_replaces(holds: Holds) -> None:
