@@ -151,6 +151,28 @@ def _as_datetime(value: datetime | float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def _new_hold(
+    target: Target, reason: str, until: datetime, actor: str, source: HoldSource, now: datetime
+) -> Hold:
+    """A checked hold: a reason, an end in (now, now + MAX_HOLD], not a label's source."""
+    why = reason.strip() if isinstance(reason, str) else ""
+    if not why:
+        raise InvalidInput("say why the target is held: reason, e.g. 'db migration'")
+    end = _as_datetime(until).astimezone(UTC)
+    if end <= now or end - now > MAX_HOLD:
+        raise InvalidInput(f"a hold must end in the future, within {_span(MAX_HOLD)}")
+    if source == "label":
+        raise InvalidInput("label holds come from the target's labels, not from hold()")
+    return Hold(
+        target=str(target),
+        reason=why[:MAX_REASON],
+        actor=actor,
+        created_at=now,
+        until=end,
+        source=source,
+    )
+
+
 class Holds:
     """Put targets on hold, release them, and answer "is this target held right now?"."""
 
@@ -177,22 +199,8 @@ class Holds:
         """Hold target until `until` (replacing any hold it has). Audited, then announced.
         InvalidInput for an empty reason or an end not in (now, now + 7 days]."""
         now = self.now()
-        why = reason.strip() if isinstance(reason, str) else ""
-        if not why:
-            raise InvalidInput("say why the target is held: reason, e.g. 'db migration'")
-        end = _as_datetime(until).astimezone(UTC)
-        if end <= now or end - now > MAX_HOLD:
-            raise InvalidInput(f"a hold must end in the future, within {_span(MAX_HOLD)}")
-        if source == "label":
-            raise InvalidInput("label holds come from the target's labels, not from hold()")
-        made = Hold(
-            target=str(target),
-            reason=why[:MAX_REASON],
-            actor=actor,
-            created_at=now,
-            until=end,
-            source=source,
-        )
+        made = _new_hold(target, reason, until, actor, source, now)
+        end = made.until or now
         await self._store.put_hold(made)
         args = {"reason": made.reason, "until": _iso(end), "source": source}
         try:
