@@ -111,3 +111,15 @@ async def test_dashboard_overview_lists_holds(server, deps):
         body = (await client.get("/api/overview")).json()
     (hold,) = body["holds"]
     assert (hold["target"], hold["by"], hold["reason"]) == ("process:worker", "alice", "disk swap")
+
+
+async def test_triage_prompt_says_what_is_held(server, deps):
+    holds: Holds = deps.extras["holds"]
+    until = holds.now() + timedelta(hours=1)
+    await holds.hold(Target("job", "invoice-bot"), "re-keying", until, "alice")
+    async with Client(server) as c:
+        everything = (await c.get_prompt("triage", {"scope": "all"})).messages[0].content.text
+        containers = (await c.get_prompt("triage", {"scope": "container"})).messages[0].content
+    assert "job:invoice-bot HELD until " in everything and "re-keying" in everything
+    assert "never propose restarting" in everything
+    assert "job:invoice-bot" not in containers.text
