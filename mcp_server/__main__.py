@@ -1,4 +1,4 @@
-"""`opsmedic` command line: serve | audit verify | version (and more as they land).
+"""`opsmedic` command line: serve | run | status | hold | release | audit verify | ...
 
 Configuration errors print one line and exit 2; no traceback.
 """
@@ -63,6 +63,16 @@ def _view(args: argparse.Namespace) -> int:
         "audit-verify": lambda: v.cmd_audit_verify(settings),
     }
     return asyncio.run(calls[name]())
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    """`hold` / `release`: write a maintenance hold to the store (see cli_holds)."""
+    from mcp_server import cli_holds
+
+    settings = _settings(args)
+    if args.command == "hold":
+        return asyncio.run(cli_holds.cmd_hold(settings, args.target, args.duration, args.reason))
+    return asyncio.run(cli_holds.cmd_release(settings, args.target))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -145,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     inc.set_defaults(func=_view, view="incident")
     jobs = sub.add_parser("jobs", help="bot jobs reported by hubs")
     jobs.set_defaults(func=_view, view="jobs")
+
+    hold = sub.add_parser("hold", help="hold a target stopped on purpose: never healed")
+    hold.add_argument("target", help="kind:name, e.g. container:web")
+    hold.add_argument("--for", dest="duration", metavar="WHEN", help="30m, 2h, 1d (max 7d) or ISO")
+    hold.add_argument("--reason", help="why it is stopped, e.g. 'db migration'")
+    hold.set_defaults(func=cmd_holds)
+    release = sub.add_parser("release", help="end a target's hold: policy may heal it again")
+    release.add_argument("target", help="kind:name, e.g. container:web")
+    release.set_defaults(func=cmd_holds)
 
     audit = sub.add_parser("audit", help="audit log: tail | verify")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)

@@ -22,6 +22,7 @@ from mcp_server.middleware import AuditMiddleware
 from mcp_server.settings import Settings
 from mcp_server.tools import actions, containers, events, logs, mail, metrics, monitors
 from mcp_server.tools import audit as audit_tools
+from mcp_server.tools import holds as hold_tools
 from mcp_server.tools import incidents as incident_tools
 from mcp_server.web import register_web
 from mcp_server.wiring import build_services, serving
@@ -58,7 +59,7 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below
     tool_modules = (containers, logs, metrics, events, incident_tools, actions, monitors, mail)
-    for module in (*tool_modules, audit_tools):
+    for module in (*tool_modules, hold_tools, audit_tools):
         module.register(server)
     resources.register(server)
     prompts.register(server)

@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_server.core.holds import hold_view, split_active
 from mcp_server.incidents import ACTIVE
-from mcp_server.models import AuditEntry, Incident
+from mcp_server.models import AuditEntry, Hold, Incident
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
 
@@ -70,6 +71,7 @@ async def cmd_status(settings: Settings) -> int:
         active = await store.list_incidents(ACTIVE, limit=500)
         jobs = await store.list_jobs(limit=500)
         recent = await store.recent_audit(1)
+        holds = split_active(await store.list_holds(), datetime.now(UTC))
     print(f"store    {settings.resolved_store_url}")
     print(f"mode     {settings.mode}")
     by_status: dict[str, int] = {}
@@ -81,10 +83,24 @@ async def cmd_status(settings: Settings) -> int:
     print(f"jobs     {len(jobs)} known, {len(failing)} failing or stalled")
     last = recent[0] if recent else None
     print(f"audit    {last.seq if last else 0} entries, last {ago(last.ts if last else None)}")
+    print(f"holds    {len(holds)} active (held targets are watched, never healed)")
+    if holds:
+        print()
+        print(hold_rows(holds))
     if active:
         print()
         print(incident_rows(active[:20]))
     return 1 if active else 0
+
+
+def hold_rows(holds: Sequence[Hold]) -> str:
+    now = datetime.now(UTC)
+    rows = [
+        (h.target, f"{h.until:%Y-%m-%d %H:%M}" if h.until else "-",
+         hold_view(h, now)["remaining"], h.actor, h.reason[:60])
+        for h in holds
+    ]  # fmt: skip
+    return table(("HELD", "UNTIL (UTC)", "LEFT", "BY", "REASON"), rows)
 
 
 async def cmd_incidents(settings: Settings, only_open: bool, limit: int) -> int:

@@ -199,3 +199,20 @@ class Message(_Model):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+# --- holds -----------------------------------------------------------------------------
+
+
+class Hold(_Model):
+    """A person's word that a target is down on purpose: watched and shown, never healed.
+
+    Lives in this module (not mcp_server.core.holds, which re-exports it) so the store
+    can persist it without importing the domain layer."""
+
+    target: str  # kind:name, e.g. container:web
+    reason: str
+    actor: str  # who put it on hold (tool caller, cli:<user>, or "label")
+    created_at: datetime = Field(default_factory=utcnow)
+    until: datetime | None = None  # None only for a label hold: it lasts while the label is set
+    source: Literal["tool", "cli", "label"] = "tool"

@@ -25,6 +25,7 @@ from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.core.actions import Actions
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.holds import Holds
 from mcp_server.core.reconcile import Reconciler
 from mcp_server.deps import Deps
 from mcp_server.detection import Detector, every, supervise, with_lease
@@ -52,6 +53,7 @@ def build_services(deps: Deps, *, docker: bool = True) -> None:
         x.setdefault("processes", ProcessSupervisor(s.processes, s.data_dir / "processes"))
     x.setdefault("policy", Policy(s))
     x.setdefault("incidents", Incidents(deps.store, deps.bus))
+    x.setdefault("holds", Holds(deps.store, deps.auditor, deps.bus, lambda: deps.clock()))
     cleaner = DockerCleanerAdapter(x["docker"], s.policy.selector) if "docker" in x else None
     x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner))
     x.setdefault("monitors", Monitors(deps))

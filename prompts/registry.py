@@ -10,6 +10,7 @@ from typing import Literal
 
 from fastmcp import Context, FastMCP
 
+from mcp_server.core.holds import Holds, held_note
 from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import NotFound, OpsMedicError
 from mcp_server.incidents import ACTIVE, incident_row
@@ -120,7 +121,15 @@ async def _targets(deps: Deps, scope: str) -> str:
     if scope in ("all", "job"):
         jobs = await deps.store.list_jobs(limit=60)
         lines += [f"job:{j.id} {j.status} last heartbeat {j.last_heartbeat}" for j in jobs]
+    holds = deps.extras.get("holds")
+    if isinstance(holds, Holds):
+        held = await holds.list_active()
+        lines += [f"{h.target} {held_note(h)}" for h in held if scope in ("all", _kind(h.target))]
     return "\n".join(lines) or "none"
+
+
+def _kind(target: str) -> str:
+    return target.partition(":")[0]
 
 
 async def rca(incident_id: int, ctx: Context) -> str:

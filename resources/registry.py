@@ -8,7 +8,9 @@ Shapes (all timestamps ISO-8601 UTC):
 - opsmedic://incidents/{id}      -> {"incident": Incident, "rca": Rca | null}
 - opsmedic://rca/{incident_id}   -> {"rca": Rca | null, "incident_id": id}
 - opsmedic://audit/recent        -> {"entries": [AuditEntry...], "limit": 50, "chain": verdict}
-- opsmedic://policy              -> {"policy": {...}, "ledger": {...}, "mode": "check"}
+- opsmedic://policy              -> {"policy": {...}, "ledger": {...}, "mode": "check",
+                                     "holds": [hold...]}  (active stored holds; label holds
+                                     show on their targets)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from fastmcp import Context, FastMCP
 
+from mcp_server.core.holds import Holds, hold_view
 from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import NotFound
 from mcp_server.incidents import ACTIVE, incident_row
@@ -108,8 +111,8 @@ async def audit_recent(ctx: Context) -> str:
 
 
 async def policy(ctx: Context) -> str:
-    """What may be changed, by whom, how often: mode, scope, approvals, budgets, and the
-    restart ledger (recent restarts per target, in-flight actions)."""
+    """What may be changed, by whom, how often: mode, scope, approvals, budgets, the
+    restart ledger (recent restarts per target, in-flight actions) and active holds."""
     deps = deps_of(ctx)
     return _json(await _policy_view(deps))
 
@@ -117,10 +120,16 @@ async def policy(ctx: Context) -> str:
 async def _policy_view(deps: Deps) -> dict[str, Any]:
     """The ledger is computed from the store's action records (shared by every OpsMedic)."""
     ledger = await deps.extras["healer"].ledger()
+    holds = deps.extras.get("holds")
+    held: list[dict[str, Any]] = []
+    if isinstance(holds, Holds):
+        now = holds.now()
+        held = [hold_view(h, now) for h in await holds.list_active(now)]
     return {
         "mode": deps.settings.mode,
         "policy": describe(deps.settings),
         "ledger": ledger.snapshot(deps.clock()),
+        "holds": held,
     }
 
 

@@ -23,6 +23,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Hold,
     Incident,
     IncidentStatus,
     Severity,
@@ -63,6 +64,7 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
         ([("status", ASCENDING), ("next_attempt_at", ASCENDING)], {"name": "due"}),
         ([("incident_id", ASCENDING), ("created_at", DESCENDING)], {"name": "incident"}),
     ],
+    "holds": [([("until", ASCENDING)], {"name": "until"})],
 }
 
 
@@ -282,3 +284,17 @@ def acquire_lease(db: Db, name: str, holder: str, ttl_s: float, now: datetime) -
     except DuplicateKeyError:  # it exists and is held by someone else: the upsert lost
         return False
     return True
+
+
+# --- holds -----------------------------------------------------------------------------------
+
+
+def purge_holds(db: Db, now: datetime) -> list[Hold]:
+    """Delete expired holds one by one, so each is reported by the one process that removed it."""
+    removed: list[Hold] = []
+    expired = {"until": {"$ne": None, "$lte": rows.ts_text(now)}}
+    for found in db.holds.find(expired).sort("_id", ASCENDING):
+        # until in the filter too: a hold renewed meanwhile is not expired any more
+        if db.holds.delete_one({"_id": found["_id"], "until": found["until"]}).deleted_count:
+            removed.append(rows.from_fields(Hold, found, decode_json=False))
+    return removed

@@ -21,6 +21,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Hold,
     Incident,
     IncidentStatus,
     Message,
@@ -229,3 +230,15 @@ def acquire_lease(conn: Conn, name: str, holder: str, ttl_s: float, now: datetim
         (name, holder, rows.ts_text(now + timedelta(seconds=ttl_s)), rows.ts_text(now)),
     )
     return cur.rowcount == 1
+
+
+# --- holds -----------------------------------------------------------------------------------
+
+
+def purge_holds(conn: Conn, now: datetime) -> list[Hold]:
+    """Delete expired holds in one transaction and return them (label holds are never stored)."""
+    stamp = rows.ts_text(now)
+    with immediate(conn):
+        found = select(conn, Hold, "SELECT * FROM holds WHERE until <= ? ORDER BY target", (stamp,))
+        conn.execute("DELETE FROM holds WHERE until <= ?", (stamp,))
+    return found

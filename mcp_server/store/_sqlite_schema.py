@@ -71,7 +71,14 @@ _V2: tuple[str, ...] = (
     "CREATE INDEX incidents_status ON incidents (status, updated_at)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2))
+_V3: tuple[str, ...] = (
+    # One hold per target; until is NULL only for label holds, which are never stored.
+    """CREATE TABLE holds (
+        target TEXT PRIMARY KEY, reason TEXT NOT NULL, actor TEXT NOT NULL,
+        created_at TEXT NOT NULL, until TEXT, source TEXT NOT NULL)""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

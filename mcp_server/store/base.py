@@ -19,6 +19,7 @@ from mcp_server.models import (
     AuditEntry,
     AuditVerdict,
     Event,
+    Hold,
     Incident,
     IncidentStatus,
     Job,
@@ -239,6 +240,19 @@ class Store(Protocol):
         """Take or renew the lease if free, expired, or already ours."""
 
     async def release_lease(self, name: str, holder: str) -> None: ...
+
+    # --- holds (a target a person stopped on purpose; one per target) ----------------
+    async def put_hold(self, hold: Hold) -> None:
+        """Insert or replace the hold of hold.target."""
+
+    async def delete_hold(self, target: str) -> bool:
+        """Remove the target's hold; True when there was one (expired or not)."""
+
+    async def list_holds(self) -> list[Hold]:
+        """Every stored hold, expired ones included, ordered by target."""
+
+    async def purge_holds(self, now: datetime) -> list[Hold]:
+        """Remove holds whose until <= now; return the removed ones."""
 
 
 class OpsDelegate:

@@ -27,6 +27,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Hold,
     Incident,
     IncidentStatus,
     Job,
@@ -41,7 +42,7 @@ from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident)
+M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident, Hold)
 Db = ops.Db
 
 DEFAULT_DB = "opsmedic"
@@ -332,3 +333,22 @@ class MongoStore(OpsDelegate):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._run(lambda db: db.leases.delete_one({"_id": name, "holder": holder}))
+
+    # --- holds -----------------------------------------------------------------------------
+
+    async def put_hold(self, hold: Hold) -> None:
+        await self._replace("holds", hold.target, hold)
+
+    async def delete_hold(self, target: str) -> bool:
+        result = await self._run(lambda db: db.holds.delete_one({"_id": target}))
+        return bool(result.deleted_count == 1)
+
+    async def list_holds(self) -> list[Hold]:
+        def find(db: Db) -> list[Hold]:
+            found = db.holds.find({}).sort("_id", ASCENDING)
+            return [rows.from_fields(Hold, d, decode_json=False) for d in found]
+
+        return await self._run(find)
+
+    async def purge_holds(self, now: datetime) -> list[Hold]:
+        return await self._run(ops.purge_holds, now)

@@ -26,6 +26,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Hold,
     Incident,
     IncidentStatus,
     Job,
@@ -301,3 +302,18 @@ class SqliteStore(OpsDelegate):
     async def release_lease(self, name: str, holder: str) -> None:
         sql = "DELETE FROM leases WHERE name = ? AND holder = ?"
         await self._run(lambda c: c.execute(sql, (name, holder)))
+
+    # --- holds -----------------------------------------------------------------------------
+
+    async def put_hold(self, hold: Hold) -> None:
+        await self._run(ops.put, "holds", hold)
+
+    async def delete_hold(self, target: str) -> bool:
+        sql = "DELETE FROM holds WHERE target = ?"
+        return await self._run(lambda c: c.execute(sql, (target,)).rowcount == 1)
+
+    async def list_holds(self) -> list[Hold]:
+        return await self._run(ops.select, Hold, "SELECT * FROM holds ORDER BY target", ())
+
+    async def purge_holds(self, now: datetime) -> list[Hold]:
+        return await self._run(ops.purge_holds, now)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastmcp import Context, FastMCP
 
-from mcp_server.deps import deps_of
+from mcp_server.core.holds import Holds, held_note, hold_view, label_hold
+from mcp_server.core.targets import Target
+from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import Unavailable
+from mcp_server.models import Hold
 from mcp_server.tools._common import READ_ONLY, add_tool, bounded_list
 
 MAX_ROWS = 100
@@ -28,17 +32,43 @@ async def list_containers(
     status: running, exited, restarting, paused, created, dead, unhealthy."""
     rows = await docker_of(ctx).list_containers(selector, status)
     shown, note = bounded_list(rows, MAX_ROWS)
-    out: dict[str, Any] = {"containers": [r.line() for r in shown], "count": len(rows)}
+    held = await _holds_for(deps_of(ctx), shown)
+    lines = [
+        f"{r.line()} | {held_note(held[r.name])}" if r.name in held else r.line() for r in shown
+    ]
+    out: dict[str, Any] = {"containers": lines, "count": len(rows)}
     if note:
         out["note"] = note
+    return out
+
+
+async def _holds_for(deps: Deps, rows: Sequence[Any]) -> dict[str, Hold]:
+    """name -> hold in force: one read of the stored holds per call, plus each row's labels."""
+    holds = deps.extras.get("holds")
+    if not isinstance(holds, Holds):
+        return {}
+    now = holds.now()
+    stored = await holds.by_target(now)
+    out: dict[str, Hold] = {}
+    for r in rows:
+        target = Target("container", r.name)
+        found = stored.get(str(target)) or label_hold(target, r.labels, now)
+        if found is not None:
+            out[r.name] = found
     return out
 
 
 async def inspect_container(name: str, ctx: Context) -> dict[str, Any]:
     """One container in depth: state, exit code, OOMKilled, error, restarts, health log,
     limits, mounts, labels."""
+    deps = deps_of(ctx)
     detail = await docker_of(ctx).inspect_container(name)
     data: dict[str, Any] = detail.model_dump(mode="json", exclude_none=True)
+    holds = deps.extras.get("holds")
+    if isinstance(holds, Holds):
+        held = await holds.active(Target("container", detail.name), detail.labels)
+        if held is not None:
+            data["held"] = hold_view(held, holds.now())
     return data
 
 

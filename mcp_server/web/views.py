@@ -11,9 +11,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp_server import __version__
+from mcp_server.core.holds import Holds, hold_view, label_hold
+from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError
 from mcp_server.models import AuditVerdict, Event, Incident, IncidentStatus
@@ -213,6 +216,7 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
         t["incidents"] = open_by_target.get(t["target"], 0)
         if restarts is not None and t["kind"] in ("container", "process"):
             t["restarts_24h"] = len(restarts(t["target"]))
+    holds = await _mark_held(deps, targets)
     verdict = await chain.get()
     return {
         "version": __version__,
@@ -223,7 +227,26 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
         "host": host["view"] if host else None,
         "tasks": dict(deps.tasks),
         "audit": verdict.model_dump(mode="json"),
+        "holds": holds,
     }
+
+
+async def _mark_held(deps: Deps, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each held target its hold (a stored one wins over a label); return every active
+    hold, targets not currently listed included, ordered by target."""
+    stored: dict[str, dict[str, Any]] = {}
+    holds = deps.extras.get("holds")
+    if isinstance(holds, Holds):
+        now = holds.now()
+        try:
+            stored = {h.target: hold_view(h, now) for h in await holds.list_active(now)}
+        except OpsMedicError as exc:  # the rest of the page still works
+            logger.warning("reading holds for the dashboard failed: %s", exc)
+    for t in targets:
+        if t["target"] in stored:
+            t["held"] = stored[t["target"]]
+    shown = {t["target"]: t["held"] for t in targets if "held" in t}
+    return [v for _k, v in sorted({**shown, **stored}.items())]
 
 
 def _target(kind: str, name: str, status: str, health: str, detail: str) -> dict[str, Any]:
@@ -252,7 +275,11 @@ async def _containers(deps: Deps) -> tuple[list[dict[str, Any]], str]:
         warn = c.status in ("restarting", "paused", "created") or c.health == "starting"
         health = "crit" if bad else "warn" if warn else "ok"
         status = c.status if c.health == "none" else f"{c.status} ({c.health})"
-        out.append(_target("container", c.name, status, health, c.line()))
+        row = _target("container", c.name, status, health, c.line())
+        held = label_hold(Target("container", c.name), c.labels, datetime.now(UTC))
+        if held is not None:
+            row["held"] = hold_view(held, held.created_at)
+        out.append(row)
     return out, "ok"
 
 

@@ -133,7 +133,7 @@ async def test_tool_catalogue_stays_small(make_client):
     client, _ = await make_client()
     tools = await client.list_tools()
     size = sum(len(json.dumps(t.model_dump(mode="json", exclude_none=True))) for t in tools)
-    assert size < 10_000, size
+    assert size < 10_500, size  # 19 tools; hold + release added ~1,000 chars
     assert all(t.annotations is not None for t in tools)
 
 

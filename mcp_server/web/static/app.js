@@ -121,7 +121,7 @@
     $("token-forget").hidden = !token();
     $("token-form").classList.remove("required");
     const targets = o.targets || [];
-    const bad = targets.filter((t) => t.health !== "ok").length;
+    const bad = targets.filter((t) => t.health !== "ok" && !t.held).length;  // held: down on purpose
     const host = o.host;
     fill($("cards"), [
       card("active incidents", o.incidents.active, o.incidents.active ? "crit" : "ok",
@@ -136,15 +136,23 @@
     fill($("targets"), targets.map((t) =>
       el("tr", { dataset: { target: t.target } },
         el("td", {}, t.target),
-        el("td", {}, badge(t.status, LEVEL[t.health])),
+        el("td", {}, badge(t.status, LEVEL[t.health]),
+          t.held ? el("span", { title: heldText(t.held) }, " ", badge("held", "warn")) : null),
         el("td", { className: "clip" }, t.detail),
         el("td", {}, t.incidents ? badge(String(t.incidents), "crit") : "0"))));
+    const holds = o.holds || [];
+    $("holds").textContent = holds.length ? "held: " + holds.map(heldText).join(" · ") : "";
     const sources = Object.entries(o.sources).map(([k, v]) => k + ": " + v).join(" · ");
     const tasks = Object.entries(o.tasks || {}).map(([k, v]) => k + ": " + v).join(" · ");
     $("sources").textContent = sources + (tasks ? " | duties " + tasks : "");
     if (host) {
       $("host-line").textContent = host.hostname + " · " + host.disks.map((d) => d.mount + " " + d.percent + "%").join(", ");
     }
+  }
+
+  function heldText(h) {
+    const until = h.until ? "until " + h.until.replace("T", " ").replace(":00Z", " UTC") : "by label";
+    return h.target + " " + until + " (" + h.by + ": " + h.reason + ")";
   }
 
   function incidentItem(inc) {
