@@ -27,6 +27,7 @@ OUTCOME_TEXT = {
     "would_restart": "Check mode: a restart would be attempted in heal mode; nothing was changed.",
     "interrupted": "A restart was interrupted; its result is unknown.",
     "none": "No automatic action applies to this target.",
+    "recovered": "It is running again by itself (or was started by someone); nothing was done.",
     "awaiting_approval": "A restart needs a person's approval; the approvers were asked by email.",
 }
 

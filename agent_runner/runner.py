@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 RESTARTABLE = ("container", "process", "job")
 RANK = {"ok": 0, "warn": 1, "alert": 2}
 LOG_KINDS = ("container", "process", "job", "file")
-SKIP = {"resolved", "escalated", "awaiting_approval", "healing", "verifying"}
+SKIP = {"escalated", "awaiting_approval"}
+ACTING = {"healing", "verifying"}
+SETTLE_S = 2.0
 ACTION_TIMEOUT_S = 120.0
 EVIDENCE_LINES = 200
 
@@ -98,21 +100,24 @@ class Runner:
             return
         if self._handled.get(incident_id) == inc["count"]:
             return
-        target = inc["target"]
-        claimed, err = await self.call(
-            "update_incident", incident_id=incident_id, status="diagnosing",
-            note="runner: triage started",
-        )  # fmt: skip
+        if inc["status"] in ACTING:  # the server is acting: look again once it has settled
+            self._retry[incident_id] = self.clock() + SETTLE_S
+            return
+        claim: dict[str, Any] = {"incident_id": incident_id, "claim": True,
+                                 "note": "runner: triage started"}  # fmt: skip
+        if inc["status"] != "resolved":
+            claim["status"] = "diagnosing"
+        claimed, err = await self.call("update_incident", **claim)
         if not claimed:  # another runner has it (or it is gone): never two at once
             logger.info("incident %s not triaged here: %s", incident_id, err)
             return
         self._handled[incident_id] = inc["count"]
-        evidence = await self._evidence(target)
+        evidence = await self._evidence(inc["target"])
         rca = await self.advisor.advise(inc, evidence, self.client)
         ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
         if not ok:
             logger.warning("record_rca failed for %s: %s", incident_id, err)
-        action = await self._act(inc, rca)
+        action = _settled(inc) if inc["status"] == "resolved" else await self._act(inc, rca)
         if self.notify:
             await notify_incident(self, inc, rca, action)
 
@@ -146,8 +151,11 @@ class Runner:
         if scope.cancelled_caught:
             await self.note(iid, "restart interrupted: result unknown, check the target", "open")
             return "interrupted"
-        if ok and out.get("status") in ("awaiting_approval", "already_fine"):
-            return str(out["status"])
+        if ok and out.get("status") == "awaiting_approval":
+            return "awaiting_approval"
+        if ok and out.get("status") == "already_fine":
+            ok, now = await self.call("get_incident", incident_id=iid)
+            return _settled(now) if ok else "recovered"
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
         wait = refusal.get("wait_s")
@@ -247,3 +255,9 @@ def _incident_ids(events: list[dict[str, Any]]) -> list[int]:
         if e.get("type") in wanted and iid is not None and iid not in seen:
             seen.append(iid)
     return seen
+
+
+def _settled(inc: dict[str, Any]) -> str:
+    """How an incident the server already closed ended: healed by its restart, or by itself."""
+    texts = [str(t.get("text", "")) for t in inc.get("timeline", [])]
+    return "restarted" if any(t.startswith("resolved: verified") for t in texts) else "recovered"

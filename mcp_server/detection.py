@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
 RETRY_S = (1.0, 30.0)
 HOST_STREAK = 3  # consecutive critical readings before a host incident
-OWN_MARGIN_S = 1.0  # engine events this soon after one of our actions are that action's
+OWN_MARGIN_S = 0.5  # engine events this soon after our restart call returned are its own
 
 
 class Detector:
@@ -87,7 +87,9 @@ class Detector:
         now = self.deps.clock()
         for run in await self.deps.store.list_actions(since, subject=target):
             begin = run.started_at.timestamp() - 0.05
-            end = (run.finished_at.timestamp() if run.finished_at else now) + OWN_MARGIN_S
+            acted = run.detail.get("acted_at")
+            ended = run.finished_at.timestamp() if run.finished_at else now
+            end = min(ended, float(acted) if acted else now) + OWN_MARGIN_S
             if begin <= at <= end:
                 return True
         return False

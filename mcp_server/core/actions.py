@@ -190,6 +190,7 @@ class Actions:
         try:
             await self._step(incident_id, IncidentStatus.healing, f"restarting ({reason})", actor)
             await driver.restart(target.name)
+            run.detail["acted_at"] = self.deps.clock()  # engine events after this are not ours
             await self._save(run, "verifying")
             await self._step(incident_id, IncidentStatus.verifying, "checking it stays up", actor)
             ok, detail = await driver.verify(target.name)

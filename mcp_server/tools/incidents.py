@@ -90,9 +90,10 @@ async def update_incident(
     ctx: Context,
     status: IncidentStatus | None = None,
     note: str = "",
+    claim: bool = False,
 ) -> dict[str, Any]:
-    """Set an incident's status and/or add a note to its timeline. status="diagnosing"
-    claims the incident's triage: refused while another OpsMedic is diagnosing it."""
+    """Set an incident's status and/or add a note to its timeline. claim=True (or status
+    "diagnosing") claims the incident's triage: refused while another OpsMedic has it."""
     if status is None and not note:
         raise InvalidInput("give a status, a note, or both")
     note = note[:MAX_NOTE]
@@ -102,7 +103,7 @@ async def update_incident(
     if await deps.store.get_incident(incident_id) is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
     lease = f"triage:{incident_id}"
-    if status == IncidentStatus.diagnosing:
+    if claim or status == IncidentStatus.diagnosing:
         if not await deps.store.acquire_lease(lease, deps.holder, TRIAGE_TTL_S, utcnow()):
             raise Conflict(
                 f"another OpsMedic is diagnosing incident {incident_id}; its RCA lands there"
