@@ -159,8 +159,8 @@ class Runner:
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
         wait = refusal.get("wait_s")
-        if refusal.get("rule") != "concurrency":
-            await self.note(iid, f"restart refused: {out}")
+        if refusal.get("rule") != "concurrency":  # (else the server's action sets the status)
+            await self.note(iid, f"restart refused: {out}", status="open")
         if isinstance(wait, int | float) and wait > 0 and not refusal.get("escalate"):
             self._retry[iid] = self.clock() + float(wait)  # the server said when
         return "refused"

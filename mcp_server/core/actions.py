@@ -110,6 +110,7 @@ class Actions:
         """Restart if policy allows; verify; record. Raises Refused (with data) if not."""
         target = Target.parse(target) if isinstance(target, str) else target
         await self._check_incident(target, incident_id)
+        await self._refuse_if_held(target, incident_id, actor)
         decision = decision or await self.decide(target, approved=approved)
         audit = {"actor": actor, "target": str(target), "incident_id": incident_id}
         if not decision.allowed and decision.needs_approval and not approved:
@@ -137,6 +138,36 @@ class Actions:
                 f"incident {incident_id} is about {inc.target}, not {target}; pass that "
                 "incident's own target, or leave incident_id out"
             )
+
+    async def _refuse_if_held(self, target: Target, incident_id: int | None, actor: str) -> None:
+        """A person put the target on hold: watched, never acted on, whoever asks."""
+        holds = self.deps.extras.get("holds")
+        if holds is None:
+            return
+        hold = await holds.active(target, await self.drivers.of(target).labels(target.name))
+        if hold is None:
+            return
+        until = hold.until.astimezone(UTC).isoformat() if hold.until else None
+        text = (f"{target} is on hold ({hold.reason}) until {until or 'its label is removed'}: "
+                "watched, not healed")  # fmt: skip
+        if incident_id is not None:
+            inc = await self.deps.store.get_incident(incident_id)
+            if inc is not None and not inc.detail.get("held"):
+                await self.deps.store.update_incident(incident_id, detail={"held": True})
+                await self.incidents.note(incident_id, "held", text, actor)
+        wait = max(0.0, hold.until.timestamp() - self.deps.clock()) if hold.until else 0.0
+        raise Refused(
+            text,
+            {
+                "refused": True,
+                "rule": "hold",
+                "target": str(target),
+                "wait_s": round(wait, 3),
+                "retry_at": until,
+                "escalate": False,
+                "remedy": f"opsmedic release {target} (or wait for the hold to end)",
+            },
+        )
 
     async def _already_fine(
         self, target: Target, incident_id: int, actor: str

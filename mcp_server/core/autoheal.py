@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC
 
 from mcp_server.core.actions import LEASE_TTL_S, Actions
 from mcp_server.core.targets import Target
@@ -74,8 +73,6 @@ class AutoHealer:
             gone = f"{target} no longer exists; nothing to heal"
             await self.incidents.transition(incident_id, IncidentStatus.resolved, gone)
             return None
-        if await self._held(inc, target):
-            return None
         if state.restarting:
             return SELF_HEAL_WAIT_S  # its own restart policy is bringing it back
         decision = await self.actions.decide(target)
@@ -87,28 +84,14 @@ class AutoHealer:
                 target, reason, incident_id, "opsmedic", decision=decision
             )
         except Refused as refusal:
+            if refusal.data.get("rule") == "hold":
+                return None  # the reconcile pass looks again once the hold has expired
             if refusal.data.get("escalate") or not refusal.data.get("wait_s"):
                 return None
             return float(str(refusal.data.get("wait_s") or LEASE_TTL_S))
         if result.get("ok") or result.get("status") == "awaiting_approval":
             return None
         return 0.0  # verification failed: ask policy again (backoff decides the wait)
-
-    async def _held(self, inc: Incident, target: Target) -> bool:
-        holds = self.deps.extras.get("holds")
-        if holds is None:
-            return False
-        labels = await self.actions.drivers.of(target).labels(target.name)
-        hold = await holds.active(target, labels)
-        if hold is None:
-            return False
-        if not inc.detail.get("held"):
-            until = hold.until.astimezone(UTC).isoformat() if hold.until else "the label is removed"
-            await self.deps.store.update_incident(inc.id, detail={"held": True})
-            await self.incidents.note(inc.id, "held",
-                                      f"{target} is on hold ({hold.reason}) until {until}: "
-                                      "watched, not healed", "opsmedic")  # fmt: skip
-        return True
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -145,5 +145,6 @@ class Reconciler:
     async def _resume_healing(self) -> None:
         if not self.autoheal.enabled:
             return
-        for inc in await self.deps.store.list_incidents([IncidentStatus.open], limit=200):
+        waiting = [IncidentStatus.open, IncidentStatus.diagnosing]
+        for inc in await self.deps.store.list_incidents(waiting, limit=200):
             self.autoheal.consider(inc)

@@ -38,6 +38,7 @@ from mcp_server.settings import PolicySettings, Settings
 ACTIONS = ("restart", "clean_disk")
 RESTARTABLE_KINDS = ("container", "process", "job")
 HOUR_S = 3600.0
+CONCURRENCY_RETRY_S = 5.0  # when another action is in flight: look again after this
 
 RULE_ORDER = ("mode", "scope", "approval", "global_cap", "concurrency", "cooldown", "budget")
 Rule = Literal["mode", "scope", "approval", "global_cap", "concurrency", "cooldown", "budget", "ok"]
@@ -312,6 +313,7 @@ class Policy:
                 "concurrency",
                 f"an action on {ask.target} is already in progress.",
                 "wait for it to finish and check its result",
+                wait_s=CONCURRENCY_RETRY_S,
             )
         if len(in_flight) < self.budget.max_concurrent:
             return None
@@ -320,6 +322,7 @@ class Policy:
             f"{len(in_flight)} actions are in progress ({', '.join(sorted(in_flight))}); "
             f"the limit is {self.budget.max_concurrent}.",
             "wait for one to finish (OPSMEDIC_POLICY__MAX_CONCURRENT)",
+            wait_s=CONCURRENCY_RETRY_S,
         )
 
     def _rule_cooldown(self, ask: _Ask) -> Decision | None:

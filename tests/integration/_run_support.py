@@ -64,7 +64,7 @@ class OpsRun:
         return [r for r in rows if target is None or r["target"] == target]
 
     def incident(self, incident_id: int) -> dict[str, Any]:
-        return dict(self.get(f"/api/incidents/{incident_id}"))
+        return dict(self.get(f"/api/incidents/{incident_id}")["incident"])
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
