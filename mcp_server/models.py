@@ -199,3 +199,19 @@ class Message(_Model):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+# --- live instances --------------------------------------------------------------------
+
+
+class Heartbeat(_Model):
+    """The latest write of one running OpsMedic (keyed by its lease holder id): the store's
+    write probe, and how `opsmedic status` finds live instances and their duties."""
+
+    holder: str
+    ts: datetime
+    version: str = ""
+    mode: str = ""
+    healthy: bool = True
+    #: name -> {state, detail, interval_s, last_progress_age_s, healthy} when written
+    duties: dict[str, dict[str, Any]] = Field(default_factory=dict)

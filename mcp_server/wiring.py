@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
@@ -23,8 +23,10 @@ from mcp_server.backends.mail_in import ImapWatcher
 from mcp_server.backends.mail_out import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.core.duties import every, supervise, with_lease
+from mcp_server.core.health import intervals, store_probe
 from mcp_server.deps import Deps
-from mcp_server.detection import AutoHealer, Detector, every, supervise, with_lease
+from mcp_server.detection import AutoHealer, Detector
 from mcp_server.healer import Healer
 from mcp_server.incidents import Incidents
 from mcp_server.jobs import JobTracker
@@ -99,7 +101,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     """Start every watcher this configuration needs; stop them (and managed processes)."""
     x = deps.extras
     detector: Detector = x["detector"]
-    jobs: dict[str, object] = {}
+    jobs: dict[str, Callable[[], Awaitable[object]]] = {}
     if "docker" in x:
         jobs["docker-events"] = detector.watch_docker
     if "processes" in x:
@@ -122,7 +124,12 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     )
     if deps.settings.approvers:
         jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
-    tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
+    jobs["store-probe"] = store_probe(deps).run
+    due = intervals(deps.settings)
+    tasks = [
+        asyncio.create_task(supervise(deps.duties, name, fn, interval_s=due.get(name, 60.0)))
+        for name, fn in jobs.items()
+    ]
     try:
         yield
     finally:

@@ -71,7 +71,14 @@ _V2: tuple[str, ...] = (
     "CREATE INDEX incidents_status ON incidents (status, updated_at)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2))
+_V3: tuple[str, ...] = (
+    """CREATE TABLE heartbeats (
+        holder TEXT PRIMARY KEY, ts TEXT NOT NULL, version TEXT NOT NULL, mode TEXT NOT NULL,
+        healthy INTEGER NOT NULL, duties TEXT NOT NULL)""",
+    "CREATE INDEX heartbeats_ts ON heartbeats (ts)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

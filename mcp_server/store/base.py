@@ -19,6 +19,7 @@ from mcp_server.models import (
     AuditEntry,
     AuditVerdict,
     Event,
+    Heartbeat,
     Incident,
     IncidentStatus,
     Job,
@@ -30,6 +31,7 @@ from mcp_server.models import (
 )
 
 GENESIS_HASH = "0" * 64
+HEARTBEAT_KEEP_S = 86400.0  # heartbeat rows silent this long are deleted
 
 
 def canonical_json(data: Any) -> str:
@@ -232,6 +234,14 @@ class Store(Protocol):
         """Take or renew the lease if free, expired, or already ours."""
 
     async def release_lease(self, name: str, holder: str) -> None: ...
+
+    # --- heartbeats (live instances; the write probe behind /healthz) ----------------
+    async def put_heartbeat(self, beat: Heartbeat) -> None:
+        """Upsert `beat` keyed by its holder: a real write, so it raises Unavailable when
+        the store cannot be written (disk full, read-only, unreachable)."""
+
+    async def list_heartbeats(self, since: datetime) -> list[Heartbeat]:
+        """Instances whose heartbeat is at or after `since`, newest first."""
 
 
 class OpsDelegate:

@@ -27,6 +27,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Heartbeat,
     Incident,
     IncidentStatus,
     Job,
@@ -41,7 +42,7 @@ from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident)
+M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident, Heartbeat)
 Db = ops.Db
 
 DEFAULT_DB = "opsmedic"
@@ -323,3 +324,13 @@ class MongoStore(OpsDelegate):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._run(lambda db: db.leases.delete_one({"_id": name, "holder": holder}))
+
+    # --- heartbeats ------------------------------------------------------------------------
+
+    async def put_heartbeat(self, beat: Heartbeat) -> None:
+        await self._run(ops.put_heartbeat, beat)
+
+    async def list_heartbeats(self, since: datetime) -> list[Heartbeat]:
+        query = {"ts": {"$gte": rows.ts_text(since)}}
+        sort = [("ts", DESCENDING), ("_id", ASCENDING)]
+        return await self._find(Heartbeat, "heartbeats", query, sort, 500)
