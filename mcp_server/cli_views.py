@@ -7,7 +7,6 @@ progress on stderr so stdout stays clean for pipes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sys
@@ -106,7 +105,7 @@ async def cmd_status(settings: Settings) -> int:
 
 async def _write_probe(store: Store) -> str | None:
     """None when the store takes a write (a heartbeat row of this command), else why not."""
-    holder = f"{CLI_MODE}:{socket.gethostname()}:{os.getpid()}"
+    holder = f"{CLI_MODE}:{socket.gethostname()}"  # one row per host, however often it runs
     try:
         await store.put_heartbeat(Heartbeat(holder=holder, ts=utcnow(), mode=CLI_MODE))
     except Exception as exc:  # the answer to "can it be written?", not a crash
