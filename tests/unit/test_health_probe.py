@@ -1,11 +1,15 @@
-"""The store probe writes a heartbeat row, caches its verdict briefly, and reports failures."""
+"""The store probe (a heartbeat write, cached briefly), /healthz verdicts, lease-held duties."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 
+from mcp_server.core.duties import supervise, with_lease
 from mcp_server.core.health import STORE_DUTY, StoreProbe, health
 from mcp_server.deps import Deps
+from mcp_server.models import utcnow
 from tests.helpers import make_settings
 
 
@@ -52,3 +56,28 @@ async def test_health_lists_duties_and_fails_on_a_stalled_one(tmp_path):
     assert body["tasks"]["job-stalls"].startswith("stalled: no progress since start")
     assert {d["name"] for d in body["duties"]} == {"job-stalls", STORE_DUTY}
     assert set(body) >= {"ok", "store", "tasks", "version", "duties"}
+
+
+async def test_a_duty_whose_lease_another_instance_holds_is_idle_not_unhealthy(tmp_path):
+    deps = Deps.build(make_settings(tmp_path))
+    started = asyncio.Event()
+
+    async def watch() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    await deps.start()
+    try:
+        assert await deps.store.acquire_lease("imap-watcher", "other", 60, utcnow())
+        job = functools.partial(with_lease, deps, "imap-watcher", watch)
+        task = asyncio.create_task(supervise(deps.duties, "imap-replies", job, interval_s=40))
+        for _ in range(1000):  # generous deadline
+            if deps.duties.get("imap-replies", "").startswith("idle"):
+                break
+            await asyncio.sleep(0.01)
+        assert deps.duties["imap-replies"] == "idle: another OpsMedic holds the lease"
+        assert not deps.duties.unhealthy() and not started.is_set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await deps.stop()
