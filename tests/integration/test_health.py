@@ -1,6 +1,6 @@
 """Truthful health against real failures: a full disk under the SQLite store, a stopped
-Dovecot, a stopped MongoDB-wire server. Each must show within one duty interval and clear by
-itself once the service is back; deadlines are generous, nothing sleeps a fixed time."""
+Dovecot, a stopped MongoDB-wire server, a lost hub. Each must show within one duty interval
+and clear by itself once the service is back; deadlines are generous, no fixed sleeps."""
 
 from __future__ import annotations
 
@@ -15,15 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
+from mcp_server.backends.ingest import HubClient
+from mcp_server.core.duties import Duties, supervise
 from mcp_server.core.health import STORE_PROBE_S, health
 from mcp_server.deps import Deps
 from mcp_server.settings import ProbeSpec, Settings
 from mcp_server.store.base import open_store
 from mcp_server.wiring import build_services, serving
-from tests.helpers import OPSMEDIC, REPO, clean_env, http_server, wait_until
-from tests.services import Dovecot, MongoWire, Service
+from tests.helpers import OPSMEDIC, REPO, clean_env, free_port, http_server, wait_until
+from tests.services import Dovecot, MongoWire, Service, _terminate_all
 
 FAST = {"thresholds": {"interval_s": 1.0}, "ingest": {"stall_check_s": 1.0}}
 
@@ -100,11 +104,15 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float) -> Any:
     return value
 
 
-def stop_daemon(svc: Service) -> None:
-    """SIGTERM (then SIGKILL) the service by pid, keeping its directory and port."""
+def stop_daemon(svc: Service, port: int) -> None:
+    """SIGTERM (then SIGKILL) the service by pid, keeping its directory and port, and every
+    process still serving a connection on its port: a Dovecot `imap` process outlives its
+    master by seconds and keeps answering the session it holds."""
     assert svc.proc is not None
     svc._stop_main(svc.proc)
     svc.proc = None
+    held = {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port}
+    _terminate_all([psutil.Process(pid) for pid in held if pid and pid != os.getpid()], 5)
 
 
 def start_again(svc: Service) -> None:
@@ -149,7 +157,7 @@ async def test_a_stopped_imap_server_shows_within_one_interval_and_recovers(tmp_
 
         await until(lambda: imap_is("running"), 30)
         await until(probed, 30)  # every probe is listed with its last result
-        await asyncio.to_thread(stop_daemon, own_dovecot)
+        await asyncio.to_thread(stop_daemon, own_dovecot, own_dovecot.port)
         down = await until(lambda: imap_is("waiting"), interval)
         assert f"IMAP 127.0.0.1:{own_dovecot.port} unreachable" in deps.tasks["imap-replies"]
         assert "imap-replies" in down["waiting"]
@@ -180,9 +188,35 @@ async def test_an_unreachable_mongodb_makes_health_fail_then_recover(tmp_path, o
         await until(lambda: ok_is(True), 30)
         beats = await deps.store.list_heartbeats(deps.duties.clock() - dt.timedelta(seconds=60))
         assert [b.holder for b in beats] == [deps.holder]
-        await asyncio.to_thread(stop_daemon, own_mongo)
+        await asyncio.to_thread(stop_daemon, own_mongo, own_mongo.port)
         down = await until(lambda: ok_is(False), STORE_PROBE_S + 10)
         assert down["store"] is False and down["tasks"]["store-probe"].startswith("waiting")
         await asyncio.to_thread(start_again, own_mongo)
         back = await until(lambda: ok_is(True), 90)  # duties that failed retry with backoff
         assert back["store"] is True and back["tasks"]["store-probe"] == "running"
+
+
+async def test_the_hub_client_duty_shows_a_lost_hub_and_recovers():
+    async def quiet(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async def noop(_batch: Any) -> None:
+        return None
+
+    port = free_port()
+    client = HubClient(f"ws://127.0.0.1:{port}/events", noop, backoff=(0.05, 0.5))
+    reg = Duties()
+
+    async def hub_is(state: str) -> bool:
+        return reg.get("hub-client", "").startswith(state)
+
+    task = asyncio.create_task(supervise(reg, "hub-client", client.run, interval_s=5.0))
+    try:
+        async with serve(quiet, "127.0.0.1", port):
+            await until(lambda: hub_is("running"), 30)
+        await until(lambda: hub_is("waiting: hub hub:ws://127.0.0.1"), 10)
+        async with serve(quiet, "127.0.0.1", port):
+            await until(lambda: hub_is("running"), 30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
