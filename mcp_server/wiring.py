@@ -124,7 +124,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     )
     if deps.settings.approvers:
         jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
-    jobs["store-probe"] = store_probe(deps).run
+    jobs["store"] = store_probe(deps).run  # the duty behind the "store" status set above
     due = intervals(deps.settings)
     tasks = [
         asyncio.create_task(supervise(deps.duties, name, fn, interval_s=due.get(name, 60.0)))

@@ -1,7 +1,7 @@
 """Truthful health: the store is written (not pinged), and every duty shows progress.
 
 `StoreProbe` upserts this instance's heartbeat row (`Store.put_heartbeat`): on the
-`store-probe` duty every STORE_PROBE_S, and on demand for /healthz, whose verdict is cached
+`store` duty every STORE_PROBE_S, and on demand for /healthz, whose verdict is cached
 for CACHE_S so a busy load balancer costs one write a second at most. The row also carries
 the duties' states, which lets `opsmedic status` list live instances.
 """
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 STORE_PROBE_S = 10.0
 CACHE_S = 1.0
-STORE_DUTY = "store-probe"
+STORE_DUTY = "store"  # the duty that writes; wiring also marks it running/stopped
 KEEPALIVE_S = 5.0  # event watchers (docker, processes, hub) beat this often while quiet
 
 
@@ -76,7 +76,7 @@ class StoreProbe:
         )
 
     async def run(self) -> None:
-        """The store-probe duty: a write every interval_s, forever."""
+        """The store duty: a write every interval_s, forever."""
         while True:
             await self.check(max_age_s=0.0)
             await asyncio.sleep(self.interval_s)
