@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("name", help="monitor name from the config")
     mon.set_defaults(func=cmd_monitors)
 
-    status = sub.add_parser("status", help="store, mode, active incidents; exit 1 if any")
+    status = sub.add_parser(
+        "status", help="live instances and duties, store, incidents; exit 3 unhealthy, 1 incidents"
+    )
     status.set_defaults(func=_view, view="status")
     incs = sub.add_parser("incidents", help="list incidents")
     incs.add_argument("--open", action="store_true", help="only those not resolved")

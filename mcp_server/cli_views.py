@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mcp_server.core.health import STORE_PROBE_S
 from mcp_server.core.holds import hold_view, split_active
 from mcp_server.incidents import ACTIVE
-from mcp_server.models import AuditEntry, Hold, Incident
+from mcp_server.models import AuditEntry, Heartbeat, Hold, Incident, utcnow
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
 
 LONG_CHAIN = 10_000  # above this, say that the walk may take a moment
+EXIT_UNHEALTHY = 3
+LIVE_S = 3 * STORE_PROBE_S  # an instance whose heartbeat is older is no longer listed
+CLI_MODE = "cli"  # heartbeat rows of `opsmedic status` itself (its write probe)
 
 
 @asynccontextmanager
@@ -67,12 +72,17 @@ def incident_rows(incs: Sequence[Incident]) -> str:
 
 
 async def cmd_status(settings: Settings) -> int:
+    """Exit 3 (unhealthy) when the store takes no write or a live instance is unhealthy,
+    else 1 when incidents are active, else 0."""
     async with opened(settings) as store:
         active = await store.list_incidents(ACTIVE, limit=500)
         jobs = await store.list_jobs(limit=500)
         recent = await store.recent_audit(1)
         holds = split_active(await store.list_holds(), datetime.now(UTC))
-    print(f"store    {settings.resolved_store_url}")
+        write_error = await _write_probe(store)
+        live = await store.list_heartbeats(utcnow() - timedelta(seconds=LIVE_S))
+    live = [b for b in live if b.mode != CLI_MODE]
+    print(f"store    {settings.resolved_store_url}: {write_error or 'writable'}")
     print(f"mode     {settings.mode}")
     by_status: dict[str, int] = {}
     for inc in active:
@@ -87,9 +97,15 @@ async def cmd_status(settings: Settings) -> int:
     if holds:
         print()
         print(hold_rows(holds))
+    print(f"live     {len(live)} instance(s), {sum(not b.healthy for b in live)} unhealthy")
+    for beat in live:
+        print()
+        print(instance_view(beat))
     if active:
         print()
         print(incident_rows(active[:20]))
+    if write_error or any(not b.healthy for b in live):
+        return EXIT_UNHEALTHY
     return 1 if active else 0
 
 
@@ -101,6 +117,31 @@ def hold_rows(holds: Sequence[Hold]) -> str:
         for h in holds
     ]  # fmt: skip
     return table(("HELD", "UNTIL (UTC)", "LEFT", "BY", "REASON"), rows)
+
+
+async def _write_probe(store: Store) -> str | None:
+    """None when the store takes a write (a heartbeat row of this command), else why not."""
+    holder = f"{CLI_MODE}:{socket.gethostname()}"  # one row per host, however often it runs
+    try:
+        await store.put_heartbeat(Heartbeat(holder=holder, ts=utcnow(), mode=CLI_MODE))
+    except Exception as exc:  # the answer to "can it be written?", not a crash
+        return f"NOT WRITABLE: {exc}"
+    return None
+
+
+def instance_view(beat: Heartbeat) -> str:
+    """One live instance: its heartbeat, then every duty with state and last progress."""
+    verdict = "healthy" if beat.healthy else "UNHEALTHY"
+    head = f"{beat.holder}  {verdict}  mode {beat.mode}  v{beat.version}  beat {ago(beat.ts)}"
+    late = (datetime.now(UTC) - beat.ts).total_seconds()
+    rows = []
+    for name, d in beat.duties.items():
+        age = d.get("last_progress_age_s")
+        shown = "-" if age is None else f"{age + late:.0f}s ago"
+        every = "-" if d.get("interval_s") is None else f"{d['interval_s']:g}s"
+        state = d.get("state", "?") if d.get("healthy", True) else f"{d.get('state', '?')} (!)"
+        rows.append((name, state, shown, every, d.get("detail", "")))
+    return head + "\n" + table(("DUTY", "STATE", "PROGRESS", "EVERY", "DETAIL"), rows)
 
 
 async def cmd_incidents(settings: Settings, only_open: bool, limit: int) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mcp_server.core.duties import Duties
 from mcp_server.events import EventBus
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor
@@ -32,14 +33,19 @@ class Deps:
     clock: Callable[[], float] = time.time
     #: How the server waits out policy delays (backoff); tests inject a fake that advances clock.
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    #: Background duties started by the lifespan: name -> "running" / "stopped: why".
-    tasks: dict[str, str] = field(default_factory=dict)
+    #: Background duties started by the lifespan: state, interval, last progress of each.
+    duties: Duties = field(default_factory=Duties)
     extras: dict[str, Any] = field(default_factory=dict)
     #: Who holds leases in a shared store: unique per server, even several in one process.
     holder: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
     _users: int = 0
+
+    @property
+    def tasks(self) -> Duties:
+        """name -> status text ("running", "stalled: ...", ...): the duties, as a mapping."""
+        return self.duties
 
     async def start(self) -> None:
         """Open the store on first use. Paired with stop(); nested users share one store."""

@@ -18,19 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_server.backends.docker_events import DockerEvent, EventHistory, classify
+from mcp_server.core import duties
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.deps import Deps
-from mcp_server.errors import OpsMedicError
 from mcp_server.incidents import Incidents
-from mcp_server.models import Event, Incident, IncidentStatus, Severity, utcnow
+from mcp_server.models import Event, Incident, IncidentStatus, Severity
 from mcp_server.safety.policy import Policy
 
 logger = logging.getLogger(__name__)
 
 SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
-RETRY_S = (1.0, 30.0)
 HOST_STREAK = 3  # consecutive critical readings before a host incident
 OWN_MARGIN_S = 0.5  # engine events this soon after our restart call returned are its own
+KEEPALIVE_S = 5.0  # event watchers beat this often while their source is quiet
 
 
 class Detector:
@@ -57,8 +57,9 @@ class Detector:
         (Containers already down at startup are found by the reconcile pass.)"""
         docker = self.deps.extras["docker"]
         history = EventHistory()
-        self.deps.tasks["docker-events"] = "running"
-        async for event in docker.events(since=self.deps.clock()):
+        since = self.deps.clock()
+        duties.beat()  # then on each event and a keepalive while the stream is connected
+        async for event in docker.events(since=since):
             await self._on_docker_event(event, history)
 
     async def _on_docker_event(self, event: DockerEvent, history: EventHistory) -> None:
@@ -110,9 +111,8 @@ class Detector:
 
     async def watch_processes(self) -> None:
         supervisor = self.deps.extras["processes"]
-        self.deps.tasks["process-exits"] = "running"
         async with supervisor.subscribe() as exits:
-            async for ex in exits:
+            async for ex in duties.keepalive(exits, KEEPALIVE_S):
                 if ex.requested:
                     continue
                 how = f"signal {ex.signal}" if ex.signal else f"code {ex.exit_code}"
@@ -136,9 +136,9 @@ class Detector:
         host = self.deps.extras["host"]
         thresholds = self.deps.settings.thresholds
         streaks: dict[str, int] = {}
-        self.deps.tasks["host-metrics"] = "running"
         while True:
             report = await host.read_host(thresholds)
+            duties.beat()
             for name, status, value in _host_statuses(report):
                 streaks[name] = streaks.get(name, 0) + 1 if status == "crit" else 0
                 if streaks[name] == HOST_STREAK:
@@ -164,57 +164,3 @@ def _host_statuses(report: Any) -> list[tuple[str, str, str]]:
     for disk in report.disks:
         out.append((f"disk {disk.mount}", disk.status, f"{disk.percent:.0f}%"))
     return out
-
-
-async def supervise(deps: Deps, name: str, make: Any) -> None:
-    """Run a watcher forever: log and retry with backoff when it fails; report its state."""
-    delay = RETRY_S[0]
-    while True:
-        try:
-            await make()
-            deps.tasks[name] = "idle: source ended"
-            delay = RETRY_S[0]
-        except asyncio.CancelledError:
-            deps.tasks[name] = "stopped"
-            raise
-        except OpsMedicError as exc:
-            deps.tasks[name] = f"idle: {exc}"
-            logger.info("%s waiting: %s", name, exc)
-        except Exception as exc:
-            deps.tasks[name] = f"failed: {type(exc).__name__}: {exc}"[:200]
-            logger.exception("%s failed; retrying in %.0fs", name, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RETRY_S[1])
-
-
-async def every(interval_s: float, step: Any) -> None:
-    """Run a periodic duty forever (failures are handled by supervise())."""
-    while True:
-        await step()
-        await asyncio.sleep(interval_s)
-
-
-LEASE_TTL_S = 60.0
-
-
-async def with_lease(deps: Deps, name: str, duty: Any) -> None:
-    """Run an exclusive duty (IMAP watcher, hub connection) only while holding its lease in
-    the store, so only one of several OpsMedic processes on a shared store does it."""
-    holder = deps.holder
-    while not await deps.store.acquire_lease(name, holder, LEASE_TTL_S, utcnow()):
-        deps.tasks[name] = "idle: another OpsMedic holds the lease"
-        await asyncio.sleep(LEASE_TTL_S / 3)
-    deps.tasks[name] = "running"
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(LEASE_TTL_S / 3)
-            if not await deps.store.acquire_lease(name, holder, LEASE_TTL_S, utcnow()):
-                raise OpsMedicError(f"lost the {name} lease to another OpsMedic")
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(renew())
-            tg.create_task(duty())
-    finally:
-        await deps.store.release_lease(name, holder)

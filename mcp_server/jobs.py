@@ -33,6 +33,7 @@ from typing import Any
 
 from mcp_server.backends.ingest_feed import IngestBatch
 from mcp_server.backends.ingest_schema import IngestEvent, Rejection
+from mcp_server.core import duties
 from mcp_server.events import EventBus
 from mcp_server.incidents import ACTIVE, Incidents
 from mcp_server.jobs_cache import RecordCache
@@ -332,6 +333,7 @@ class JobTracker:
         while True:
             await asyncio.sleep(interval_s)
             found = await self.check_stalls()
+            duties.beat()
             if found:
                 logger.warning("stalled jobs: %s", ", ".join(j.id for j in found))
 

@@ -216,3 +216,19 @@ class Hold(_Model):
     created_at: datetime = Field(default_factory=utcnow)
     until: datetime | None = None  # None only for a label hold: it lasts while the label is set
     source: Literal["tool", "cli", "label"] = "tool"
+
+
+# --- live instances --------------------------------------------------------------------
+
+
+class Heartbeat(_Model):
+    """The latest write of one running OpsMedic (keyed by its lease holder id): the store's
+    write probe, and how `opsmedic status` finds live instances and their duties."""
+
+    holder: str
+    ts: datetime
+    version: str = ""
+    mode: str = ""
+    healthy: bool = True
+    #: name -> {state, detail, interval_s, last_progress_age_s, healthy} when written
+    duties: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
@@ -25,10 +25,12 @@ from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.core.actions import Actions
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.duties import every, supervise, with_lease
+from mcp_server.core.health import intervals, store_probe
 from mcp_server.core.holds import Holds
 from mcp_server.core.reconcile import Reconciler
 from mcp_server.deps import Deps
-from mcp_server.detection import Detector, every, supervise, with_lease
+from mcp_server.detection import Detector
 from mcp_server.drivers import Drivers
 from mcp_server.drivers.container import ContainerDriver
 from mcp_server.drivers.job import JobDriver
@@ -123,7 +125,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     """Start every watcher this configuration needs; stop them (and managed processes)."""
     x = deps.extras
     detector: Detector = x["detector"]
-    jobs: dict[str, object] = {}
+    jobs: dict[str, Callable[[], Awaitable[object]]] = {}
     if "docker" in x:
         jobs["docker-events"] = detector.watch_docker
     if "processes" in x:
@@ -147,7 +149,12 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     )
     if deps.settings.approvers:
         jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
-    tasks = [asyncio.create_task(supervise(deps, name, fn)) for name, fn in jobs.items()]
+    jobs["store"] = store_probe(deps).run  # the duty behind the "store" status set above
+    due = intervals(deps.settings)
+    tasks = [
+        asyncio.create_task(supervise(deps.duties, name, fn, interval_s=due.get(name, 60.0)))
+        for name, fn in jobs.items()
+    ]
     try:
         yield
     finally:

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.backends.docker_format import Health, as_health, short_id
+from mcp_server.core import duties
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ class _Follower:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
+        self.connected = False  # a stream is open (read by the consumer's keepalive)
 
     def stop(self) -> None:
         self._stop.set()
@@ -293,6 +295,7 @@ class _Follower:
                 stream.close()
                 return True
             self._stream = stream
+            self.connected = True
         try:
             for raw in stream:
                 self._deliver(raw)
@@ -303,7 +306,7 @@ class _Follower:
                 logger.warning("docker events: stream broke (%s); reconnecting", exc)
         finally:
             with self._lock:
-                self._stream = None
+                self._stream, self.connected = None, False
             with suppress(Exception):
                 stream.close()
         if not self._stop.is_set():
@@ -337,6 +340,7 @@ async def follow_events(
     *,
     buffer: int = 256,
     backoff: tuple[float, float] = (0.5, 30.0),
+    keepalive_s: float = 5.0,
 ) -> AsyncGenerator[DockerEvent, None]:
     """Yield container events forever, reconnecting on drops; stop by leaving the loop.
 
@@ -344,15 +348,33 @@ async def follow_events(
     before the action you want to observe) so nothing between creation and that is lost.
     Use `async with contextlib.aclosing(follow_events(...)) as events:` (or cancel the
     task) so the reader thread is told to stop as soon as the consumer is done.
+    Inside a duty (core.duties) it beats on each event and every `keepalive_s` while a
+    stream is open, and marks the duty waiting while the engine cannot be reached.
     """
     queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
     follower = _Follower(open_stream, since, queue, buffer, backoff)
     thread = threading.Thread(target=follower.run, name="docker-events", daemon=True)
     thread.start()
+    getter: asyncio.Future[DockerEvent] | None = None  # kept across keepalives: no loss
     try:
         while True:
-            event = await queue.get()
+            getter = getter or asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter}, timeout=keepalive_s)
+            if not done:
+                _keepalive(follower.connected)
+                continue
+            event, getter = getter.result(), None
             follower.slots.release()
+            duties.beat()
             yield event
     finally:
+        if getter is not None:
+            getter.cancel()
         follower.stop()
+
+
+def _keepalive(connected: bool) -> None:
+    if connected:
+        duties.beat()
+    else:
+        duties.waiting("docker engine unreachable; reconnecting")

@@ -37,9 +37,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from mcp_server.backends.ingest_feed import Feed, IngestBatch, OnBatch
 from mcp_server.backends.ingest_schema import IDENTITY, FieldMapping, FrameResult, parse_frame
+from mcp_server.core import duties
 from mcp_server.errors import ConfigError, InvalidInput, Refused, Unavailable
 
 logger = logging.getLogger(__name__)
+KEEPALIVE_S = 5.0  # while connected and quiet, the hub-client duty beats this often
 
 ResumeMode = Literal["query", "hello", "none"]
 #: Called with the client's `source` at each connect: the id to resume after (None: start).
@@ -140,7 +142,9 @@ class HubClient:
             except Exception:  # on_batch failed (store down): reconnect and resume from last_id
                 logger.exception("hub %s: storing a batch failed; will resume", self.source)
             attempt = 0 if delivered else attempt + 1
-            await asyncio.sleep(backoff_delay(attempt, *self._backoff, rand=self._rand))
+            delay = backoff_delay(attempt, *self._backoff, rand=self._rand)
+            duties.waiting(f"hub {self.source} unreachable (retry in {delay:.0f} s)")
+            await asyncio.sleep(delay)
 
     async def _resume_point(self) -> str | None:
         if self._last_event_id is None:
@@ -169,6 +173,7 @@ class HubClient:
             logger.info("connected to hub %s (after %s)", self.source, after)
             self._ws = ws
             self._connected.set()
+            duties.beat()
             try:
                 return await self._pump(ws)
             finally:
@@ -194,7 +199,7 @@ class HubClient:
 
     async def _read(self, ws: ClientConnection, feed: Feed[FrameResult]) -> None:
         try:
-            async for message in ws:
+            async for message in duties.keepalive(ws, KEEPALIVE_S):  # ws pings find dead links
                 self.stats["frames"] += 1
                 result = parse_frame(message, self._mapping)
                 await feed.put(result, len(result.events) + len(result.rejected))

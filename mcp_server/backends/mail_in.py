@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 import aioimaplib
 
 from mcp_server.backends.mail_parse import inbound_record, message_key
+from mcp_server.core import duties
 from mcp_server.errors import ConfigError, Unavailable
 from mcp_server.settings import ImapSettings
 from mcp_server.store.base import Store
@@ -286,6 +287,8 @@ class ImapWatcher:
                     await self._serve(await self._ensure_session())
                 except Unavailable as exc:
                     logger.warning("IMAP watcher: %s (retry in %.1f s)", exc, self._backoff)
+                    where = f"{self.settings.host}:{self.settings.port}"
+                    duties.waiting(f"IMAP {where} unreachable (retry in {self._backoff:.0f} s)")
                 except Exception:  # the watcher's top-level loop: log, back off, go on
                     logger.exception("IMAP watcher failed (retry in %.1f s)", self._backoff)
                 await self._drop_session()
@@ -306,6 +309,7 @@ class ImapWatcher:
                 self._waiters[:0] = waiters  # answered by the pass after the reconnect
                 raise
             self._backoff = self.backoff_initial_s  # a whole pass worked: the link is good
+            duties.beat()  # and again when IDLE starts; so the duty's interval covers poll_s
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(handled)
@@ -322,6 +326,7 @@ class ImapWatcher:
         """IDLE until the server reports a change, poll_s passes, or check_once/close wakes us."""
         client, idle_s = session.client, min(self.settings.poll_s, MAX_IDLE_S)
         idle = await session.call(client.idle_start(timeout=idle_s), "IDLE")
+        duties.beat()
         push = asyncio.ensure_future(client.wait_server_push(timeout=idle_s + 5))
         try:
             await self._wait_any(session, push, idle_s + 10)

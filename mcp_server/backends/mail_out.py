@@ -47,6 +47,7 @@ from mcp_server.backends.mail_compose import (
     thread_headers,
 )
 from mcp_server.backends.mail_smtp import SendFailed, SendFailure, SmtpLink, retry_delay
+from mcp_server.core import duties
 from mcp_server.errors import InvalidInput
 from mcp_server.models import Message, utcnow
 from mcp_server.settings import SmtpSettings
@@ -326,6 +327,7 @@ class Outbox:
             try:
                 report = await self.flush()
                 delay = poll_s if report.busy else await self._next_delay(poll_s)
+                duties.beat()
             except Exception:
                 logger.exception("mail outbox flush failed; retrying in %.1f s", poll_s)
                 delay = poll_s

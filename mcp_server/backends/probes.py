@@ -22,6 +22,7 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server.core import duties
 from mcp_server.errors import ConfigError, NotFound
 from mcp_server.models import utcnow
 from mcp_server.settings import ProbeSpec
@@ -271,9 +272,11 @@ class ProbeScheduler:
         return await self._check(self._spec(name))
 
     async def run(self) -> None:
-        """Check every probe now and then every `interval_s`, until cancelled."""
+        """Check every probe now and then every `interval_s`, until cancelled. Inside a duty
+        each probe is a duty of its own, `probe:NAME`, beating with each result."""
         async with anyio.create_task_group() as tg:
             for spec in self._specs.values():
+                duties.register(f"probe:{spec.name}", spec.interval_s + spec.timeout_s)
                 tg.start_soon(self._loop, spec, name=f"probe:{spec.name}")
 
     async def _loop(self, spec: ProbeSpec) -> None:
@@ -288,6 +291,7 @@ class ProbeScheduler:
     async def _check(self, spec: ProbeSpec) -> ProbeResult:
         result = await run_probe(spec, transport=self._transport, clock=self._clock)
         self._results[spec.name] = result
+        duties.beat(f"probe:{spec.name}", "last check ok" if result.ok else "last check failed")
         if self._on_result is not None:
             outcome = self._on_result(result)
             if inspect.isawaitable(outcome):

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from mcp_server.core import duties
 from mcp_server.core.actions import LIVE, Actions, action_deadline_s, lease_name
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.core.targets import Target
@@ -51,7 +52,7 @@ class Reconciler:
         """The duty: a pass now, then every reconcile_s."""
         while True:
             await self.once()
-            self.deps.tasks["reconcile"] = "running"
+            duties.beat()
             await anyio.sleep(self.deps.settings.policy.reconcile_s)
 
     async def once(self) -> None:

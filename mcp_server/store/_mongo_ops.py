@@ -23,6 +23,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Heartbeat,
     Hold,
     Incident,
     IncidentStatus,
@@ -31,7 +32,7 @@ from mcp_server.models import (
     utcnow,
 )
 from mcp_server.store import _rows as rows
-from mcp_server.store.base import GENESIS_HASH, ChainVerifier
+from mcp_server.store.base import GENESIS_HASH, HEARTBEAT_KEEP_S, ChainVerifier
 
 M = TypeVar("M", bound=BaseModel)
 Db = Database[dict[str, Any]]
@@ -60,6 +61,7 @@ INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
         ([("started_at", DESCENDING)], {"name": "started_at"}),
         ([("subject", ASCENDING), ("started_at", DESCENDING)], {"name": "subject_started_at"}),
     ],
+    "heartbeats": [([("ts", DESCENDING)], {"name": "ts"})],
     "messages": [
         ([("status", ASCENDING), ("next_attempt_at", ASCENDING)], {"name": "due"}),
         ([("incident_id", ASCENDING), ("created_at", DESCENDING)], {"name": "incident"}),
@@ -272,6 +274,13 @@ def last_event_seq(db: Db) -> int:
     hint = int(counter["n"]) - 1000 if counter else 0  # seqs are dense but for rare races
     found = tail(db.events, hint)
     return int(found["seq"]) if found else 0
+
+
+def put_heartbeat(db: Db, beat: Heartbeat) -> None:
+    """Upsert this instance's document; forget instances silent for HEARTBEAT_KEEP_S."""
+    db.heartbeats.replace_one({"_id": beat.holder}, doc(beat, beat.holder), upsert=True)
+    old = rows.ts_text(beat.ts - timedelta(seconds=HEARTBEAT_KEEP_S))
+    db.heartbeats.delete_many({"ts": {"$lt": old}})
 
 
 def acquire_lease(db: Db, name: str, holder: str, ttl_s: float, now: datetime) -> bool:

@@ -21,6 +21,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Heartbeat,
     Hold,
     Incident,
     IncidentStatus,
@@ -31,13 +32,19 @@ from mcp_server.models import (
 )
 from mcp_server.store import _rows as rows
 from mcp_server.store._sqlite_schema import immediate
-from mcp_server.store.base import GENESIS_HASH, ChainVerifier, canonical_json
+from mcp_server.store.base import (
+    GENESIS_HASH,
+    HEARTBEAT_KEEP_S,
+    ChainVerifier,
+    canonical_json,
+)
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Conn = sqlite3.Connection
 
 VERIFY_BATCH = 2000
+KEEP = timedelta(seconds=HEARTBEAT_KEEP_S)
 _INCIDENT_COLS = tuple(f for f in Incident.model_fields if f not in ("id", "timeline"))
 
 
@@ -219,6 +226,13 @@ def update_message(conn: Conn, message: Message) -> None:
     cur = conn.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*data.values(), message.id))
     if cur.rowcount == 0:
         raise NotFound(f"no message {message.id!r}; enqueue_message it first")
+
+
+def put_heartbeat(conn: Conn, beat: Heartbeat) -> None:
+    """Upsert this instance's row; forget instances silent for HEARTBEAT_KEEP."""
+    with immediate(conn):
+        put(conn, "heartbeats", beat)
+        conn.execute("DELETE FROM heartbeats WHERE ts < ?", (rows.ts_text(beat.ts - KEEP),))
 
 
 def acquire_lease(conn: Conn, name: str, holder: str, ttl_s: float, now: datetime) -> bool:

@@ -78,7 +78,15 @@ _V3: tuple[str, ...] = (
         created_at TEXT NOT NULL, until TEXT, source TEXT NOT NULL)""",
 )
 
-MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2), (3, _V3))
+# Live instances: the write probe behind /healthz and `opsmedic status`.
+_V4: tuple[str, ...] = (
+    """CREATE TABLE heartbeats (
+        holder TEXT PRIMARY KEY, ts TEXT NOT NULL, version TEXT NOT NULL, mode TEXT NOT NULL,
+        healthy INTEGER NOT NULL, duties TEXT NOT NULL)""",
+    "CREATE INDEX heartbeats_ts ON heartbeats (ts)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -19,6 +19,7 @@ from mcp_server.models import (
     AuditEntry,
     AuditVerdict,
     Event,
+    Heartbeat,
     Hold,
     Incident,
     IncidentStatus,
@@ -31,6 +32,7 @@ from mcp_server.models import (
 )
 
 GENESIS_HASH = "0" * 64
+HEARTBEAT_KEEP_S = 86400.0  # heartbeat rows silent this long are deleted
 
 
 def canonical_json(data: Any) -> str:
@@ -253,6 +255,14 @@ class Store(Protocol):
 
     async def purge_holds(self, now: datetime) -> list[Hold]:
         """Remove holds whose until <= now; return the removed ones."""
+
+    # --- heartbeats (live instances; the write probe behind /healthz) ----------------
+    async def put_heartbeat(self, beat: Heartbeat) -> None:
+        """Upsert `beat` keyed by its holder: a real write, so it raises Unavailable when
+        the store cannot be written (disk full, read-only, unreachable)."""
+
+    async def list_heartbeats(self, since: datetime) -> list[Heartbeat]:
+        """Instances whose heartbeat is at or after `since`, newest first."""
 
 
 class OpsDelegate:

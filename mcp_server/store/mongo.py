@@ -27,6 +27,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Heartbeat,
     Hold,
     Incident,
     IncidentStatus,
@@ -42,7 +43,7 @@ from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident, Hold)
+M = TypeVar("M", Job, Run, Rca, Approval, Message, Event, Incident, Hold, Heartbeat)
 Db = ops.Db
 
 DEFAULT_DB = "opsmedic"
@@ -352,3 +353,13 @@ class MongoStore(OpsDelegate):
 
     async def purge_holds(self, now: datetime) -> list[Hold]:
         return await self._run(ops.purge_holds, now)
+
+    # --- heartbeats ------------------------------------------------------------------------
+
+    async def put_heartbeat(self, beat: Heartbeat) -> None:
+        await self._run(ops.put_heartbeat, beat)
+
+    async def list_heartbeats(self, since: datetime) -> list[Heartbeat]:
+        query = {"ts": {"$gte": rows.ts_text(since)}}
+        sort = [("ts", DESCENDING), ("_id", ASCENDING)]
+        return await self._find(Heartbeat, "heartbeats", query, sort, 500)

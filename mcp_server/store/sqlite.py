@@ -8,6 +8,7 @@ The audit table is append-only: triggers abort any UPDATE or DELETE of its rows.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from mcp_server.models import (
     AuditDraft,
     AuditEntry,
     Event,
+    Heartbeat,
     Hold,
     Incident,
     IncidentStatus,
@@ -42,6 +44,7 @@ from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+MIN_FREE_BYTES = 256 * 1024  # below this the heartbeat write counts as failed
 Conn = sqlite3.Connection
 
 
@@ -317,3 +320,23 @@ class SqliteStore(OpsDelegate):
 
     async def purge_holds(self, now: datetime) -> list[Hold]:
         return await self._run(ops.purge_holds, now)
+
+    # --- heartbeats ------------------------------------------------------------------------
+
+    async def put_heartbeat(self, beat: Heartbeat) -> None:
+        """The upsert, then the disk's free space: after a checkpoint SQLite rewrites its WAL
+        in place, so a small write can still pass on a full disk the next growth fails on."""
+        await self._run(ops.put_heartbeat, beat)
+        try:
+            free = (await anyio.to_thread.run_sync(shutil.disk_usage, self.path.parent)).free
+        except OSError as exc:
+            raise Unavailable(f"SQLite store {self.path}: cannot read its disk: {exc}") from exc
+        if free < MIN_FREE_BYTES:
+            raise Unavailable(
+                f"SQLite store {self.path}: its disk is full ({free // 1024} KiB free); "
+                "writes fail as soon as the file grows; free some space"
+            )
+
+    async def list_heartbeats(self, since: datetime) -> list[Heartbeat]:
+        sql = "SELECT * FROM heartbeats WHERE ts >= ? ORDER BY ts DESC, holder"
+        return await self._run(ops.select, Heartbeat, sql, [rows.ts_text(since)])
