@@ -43,9 +43,7 @@ from mcp_server.backends.docker_format import (
     ContainerSummary,
     check_status,
     engine_filters,
-    parse_selector,
     render_summaries,
-    selector_matches,
     short_id,
     stats_row,
     summary_from_row,
@@ -59,6 +57,7 @@ from mcp_server.backends.docker_inspect import (
     state_from_inspect,
 )
 from mcp_server.errors import Conflict, NotFound, OpsMedicError, Unavailable
+from mcp_server.selectors import parse_selector
 
 __all__ = [
     "ContainerDetail",
@@ -199,15 +198,13 @@ class DockerEngine:
         or different. status: running/exited/restarting/paused/created/dead/unhealthy.
         Labels shown: opsmedic.* and the selector's keys (all_labels=True: every label).
         """
-        terms = parse_selector(selector)
-        filters = engine_filters(terms, check_status(status))
-        keys = None if all_labels else {t.key for t in terms}
+        sel = parse_selector(selector)
+        filters = engine_filters(sel, check_status(status))
+        keys = None if all_labels else {r.key for r in sel.requirements}
 
         def work(api: docker.APIClient) -> list[ContainerSummary]:
             rows = api.containers(all=True, filters=filters)
-            found = [
-                summary_from_row(r, keys) for r in rows if selector_matches(terms, r.get("Labels"))
-            ]
+            found = [summary_from_row(r, keys) for r in rows if sel.matches(r.get("Labels"))]
             found.sort(key=lambda s: s.name)
             return self._fill_inspect(api, found)
 
@@ -361,7 +358,7 @@ class DockerEngine:
 
     async def stopped_unmanaged_containers(self, selector: str) -> list[DiskItem]:
         """Exited/created/dead containers that do NOT match `selector` (the policy's)."""
-        terms = parse_selector(selector)
+        sel = parse_selector(selector)
         filters = {"status": ["exited", "created", "dead"]}
         rows = await self._run(lambda api: api.containers(all=True, size=True, filters=filters))
         return [
@@ -373,7 +370,7 @@ class DockerEngine:
                 created=_ts(r.get("Created")),
             )
             for r in rows
-            if not selector_matches(terms, r.get("Labels"))
+            if not sel.matches(r.get("Labels"))
         ]
 
     async def build_cache_bytes(self) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.errors import InvalidInput
+from mcp_server.selectors import Selector
 
 Health = Literal["none", "starting", "healthy", "unhealthy"]
 
@@ -41,60 +41,17 @@ def short_id(value: str) -> str:
     return value.removeprefix("sha256:")[:12]
 
 
-# --- selectors -------------------------------------------------------------------------
-
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-_SELECTOR_HELP = (
-    "use comma-separated label terms: key=value, key!=value or key (label present), "
-    "e.g. env=prod,opsmedic.managed=true"
-)
+# --- selectors (the one grammar: mcp_server.selectors) ---------------------------------
 
 
-@dataclass(frozen=True)
-class LabelTerm:
-    """One selector term: `key=value`, `key!=value` (absent or different) or `key` (present)."""
-
-    key: str
-    op: Literal["=", "!=", "exists"]
-    value: str = ""
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.op == "exists":
-            return self.key in labels
-        if self.op == "=":
-            return labels.get(self.key) == self.value
-        return labels.get(self.key) != self.value
-
-
-def parse_selector(text: str | None) -> tuple[LabelTerm, ...]:
-    """Parse a label selector; raise InvalidInput with the expected form when malformed."""
-    if not text or not text.strip():
-        return ()
-    terms: list[LabelTerm] = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if "!=" in part:
-            key, value = (s.strip() for s in part.split("!=", 1))
-            term = LabelTerm(key, "!=", value)
-        elif "=" in part:
-            key, value = (s.strip() for s in part.split("=", 1))
-            term = LabelTerm(key, "=", value)
-        else:
-            term = LabelTerm(part, "exists")
-        if not _KEY_RE.match(term.key) or "=" in term.value:
-            raise InvalidInput(f"bad selector term {part!r} in {text!r}: {_SELECTOR_HELP}")
-        terms.append(term)
-    return tuple(terms)
-
-
-def selector_matches(terms: Sequence[LabelTerm], labels: Mapping[str, str] | None) -> bool:
-    return all(t.matches(labels or {}) for t in terms)
-
-
-def engine_filters(terms: Sequence[LabelTerm], status: str | None) -> dict[str, list[str]]:
-    """Filters the engine can apply itself (`!=` terms are checked client-side)."""
+def engine_filters(selector: Selector, status: str | None) -> dict[str, list[str]]:
+    """Filters the engine can apply itself (`!=` and `!key` terms are checked client-side)."""
     filters: dict[str, list[str]] = {}
-    labels = [t.key if t.op == "exists" else f"{t.key}={t.value}" for t in terms if t.op != "!="]
+    labels = [
+        r.key if r.op == "exists" else f"{r.key}={r.value}"
+        for r in selector.requirements
+        if r.op in ("=", "exists")
+    ]
     if labels:
         filters["label"] = labels
     if status == "unhealthy":

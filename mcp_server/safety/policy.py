@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from mcp_server.errors import ConfigError, InvalidInput, Refused
-from mcp_server.safety.selectors import Selector, parse_selector
+from mcp_server.selectors import Selector, parse_selector
 from mcp_server.settings import PolicySettings, Settings
 
 ACTIONS = ("restart", "clean_disk")

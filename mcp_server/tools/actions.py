@@ -26,10 +26,8 @@ async def restart(
     ctx: Context,
     incident_id: int | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
-    """Restart container:NAME, process:NAME or job:ID and verify it stays up. Policy may
-    refuse (mode, scope, backoff, approval): the refusal's fields say which rule, when to
-    retry (retry_at / wait_s) and what would allow it. With incident_id, the incident must
-    be about this target; a target that is already running again is not restarted."""
+    """Restart container:NAME, process:NAME or job:ID; verify it stays up. A refusal
+    carries rule, retry_at and remedy. incident_id must be this target's incident."""
     deps = deps_of(ctx)
     actions = deps.extras["healer"]
     parsed = Target.parse(target, actions.drivers.restartable)

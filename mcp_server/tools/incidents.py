@@ -25,8 +25,8 @@ async def list_incidents(
     status: str | None = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    """Incidents, newest activity first. status: comma list (open, healing, resolved,
-    escalated, ...) or "active" (not resolved). get_incident(id) has the details."""
+    """Incidents, newest activity first. status: comma list (open, resolved, ...) or
+    "active" (not resolved). get_incident(id) has the details."""
     store = deps_of(ctx).store
     rows = await store.list_incidents(parse_statuses(status), limit=limit + 1)
     out: dict[str, Any] = {"incidents": [incident_row(i) for i in rows[:limit]]}
@@ -92,8 +92,8 @@ async def update_incident(
     note: str = "",
     claim: bool = False,
 ) -> dict[str, Any]:
-    """Set an incident's status and/or add a note to its timeline. claim=True (or status
-    "diagnosing") claims the incident's triage: refused while another OpsMedic has it."""
+    """Set an incident's status and/or add a note. claim=True (or status diagnosing)
+    takes its triage; refused while another OpsMedic has it."""
     if status is None and not note:
         raise InvalidInput("give a status, a note, or both")
     note = note[:MAX_NOTE]

@@ -135,7 +135,8 @@ async def test_dashboard_shows_held_targets(tmp_path, docker_host, docker_env):
             ".join(',')",
             timeout=30,
         )
-        assert shown.split(",")[-1] == "held", shown
+        # held, and still an incident (down while desired running), marked held by the healer
+        assert "held" in shown.split(","), shown
         line = await page.evaluate("document.getElementById('holds').textContent")
         assert target in line and "swapping its disk" in line and "alice" in line
         assert page.errors == []

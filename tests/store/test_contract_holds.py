@@ -77,7 +77,7 @@ def test_sqlite_file_of_version_2_gains_the_holds_table(tmp_path: Path) -> None:
     try:
         migrate(conn, [m for m in MIGRATIONS if m[0] <= 2])
         assert schema_version(conn) == 2
-        assert migrate(conn) == [3] and schema_version(conn) == LATEST_VERSION
+        assert migrate(conn) == [3, 4] and schema_version(conn) == LATEST_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "holds" in tables
     finally:

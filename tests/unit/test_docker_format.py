@@ -24,16 +24,13 @@ from mcp_server.backends.docker_events import (
     parse_event,
 )
 from mcp_server.backends.docker_format import (
-    LabelTerm,
     cpu_percent,
     engine_filters,
     memory_usage,
     parse_docker_time,
     parse_exit_code,
     parse_health,
-    parse_selector,
     render_summaries,
-    selector_matches,
     stats_row,
     summary_from_row,
 )
@@ -43,44 +40,25 @@ from mcp_server.backends.docker_inspect import (
     running_verdict,
     state_from_inspect,
 )
-from mcp_server.errors import InvalidInput
+from mcp_server.selectors import parse_selector
 
 # --- selectors -------------------------------------------------------------------------
 
 
-def test_selector_terms() -> None:
-    terms = parse_selector(" env=prod, opsmedic.managed=true ,tier, team!=ops ")
-    assert terms == (
-        LabelTerm("env", "=", "prod"),
-        LabelTerm("opsmedic.managed", "=", "true"),
-        LabelTerm("tier", "exists"),
-        LabelTerm("team", "!=", "ops"),
-    )
-    assert parse_selector(None) == () and parse_selector("  ") == ()
+def test_listing_and_policy_share_one_selector_grammar() -> None:
+    """`==` and `!key` mean the same in list_containers as in the policy scope."""
+    sel = parse_selector("env==prod,tier,team!=ops,!legacy")
+    assert sel.matches({"env": "prod", "tier": "web"})
+    assert not sel.matches({"env": "prod", "tier": "web", "legacy": "1"})
+    assert not sel.matches({"env": "prod", "tier": "web", "team": "ops"})
+    assert not sel.matches(None)
 
 
-@pytest.mark.parametrize("bad", ["=x", "a=b=c", "env=prod,,x", "-x=1", "a b=1"])
-def test_bad_selector_says_the_form(bad: str) -> None:
-    with pytest.raises(InvalidInput, match="key=value"):
-        parse_selector(bad)
-
-
-def test_selector_matching() -> None:
-    terms = parse_selector("env=prod,tier,team!=ops")
-    assert selector_matches(terms, {"env": "prod", "tier": "web"})
-    assert selector_matches(terms, {"env": "prod", "tier": "", "team": "dev"})
-    assert not selector_matches(terms, {"env": "prod", "tier": "web", "team": "ops"})
-    assert not selector_matches(terms, {"env": "dev", "tier": "web"})
-    assert not selector_matches(terms, {"env": "prod"})
-    assert not selector_matches(terms, None)
-    assert selector_matches((), None)
-
-
-def test_engine_filters_leave_not_equal_to_the_client() -> None:
-    terms = parse_selector("env=prod,tier,team!=ops")
-    assert engine_filters(terms, "exited") == {"label": ["env=prod", "tier"], "status": ["exited"]}
-    assert engine_filters((), "unhealthy") == {"health": ["unhealthy"]}
-    assert engine_filters((), None) == {}
+def test_engine_filters_leave_negations_to_the_client() -> None:
+    sel = parse_selector("env=prod,tier,team!=ops,!legacy")
+    assert engine_filters(sel, "exited") == {"label": ["env=prod", "tier"], "status": ["exited"]}
+    assert engine_filters(parse_selector(None), "unhealthy") == {"health": ["unhealthy"]}
+    assert engine_filters(parse_selector(""), None) == {}
 
 
 # --- list rows -------------------------------------------------------------------------

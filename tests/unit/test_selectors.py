@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcp_server.errors import InvalidInput
-from mcp_server.safety.selectors import Requirement, Selector, parse_selector
+from mcp_server.selectors import Requirement, Selector, parse_selector
 
 PROD_WEB = {"env": "prod", "opsmedic.managed": "true", "tier": "web", "gpu": ""}
 
