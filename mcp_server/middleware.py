@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import mcp_types as mt
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import PromptError, ResourceError, ToolError
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
@@ -154,6 +154,40 @@ class AuditMiddleware(Middleware):
                 flag = bool(ann is not None and ann.destructive_hint)
             self._destructive[name] = flag
         return self._destructive[name]
+
+
+class ErrorMiddleware(Middleware):
+    """OpsMedic errors reach clients as MCP errors with their message, in one place: tools
+    (through AuditMiddleware, which also audits them), resources and prompts. Anything else
+    stays masked (mask_error_details) and is logged by fastmcp."""
+
+    async def on_read_resource(
+        self,
+        context: MiddlewareContext[mt.ReadResourceRequestParams],
+        call_next: CallNext[mt.ReadResourceRequestParams, Any],
+    ) -> Any:
+        try:
+            return await call_next(context)
+        except Exception as exc:
+            raise _as_mcp_error(exc, ResourceError) from None
+
+    async def on_get_prompt(
+        self,
+        context: MiddlewareContext[mt.GetPromptRequestParams],
+        call_next: CallNext[mt.GetPromptRequestParams, Any],
+    ) -> Any:
+        try:
+            return await call_next(context)
+        except Exception as exc:
+            raise _as_mcp_error(exc, PromptError) from None
+
+
+def _as_mcp_error(exc: Exception, cls: type[Exception]) -> Exception:
+    """The protocol error for an OpsMedicError (raised directly or wrapped by fastmcp)."""
+    cause = exc if isinstance(exc, OpsMedicError) else exc.__cause__
+    if isinstance(cause, OpsMedicError):
+        return cls(str(cause))
+    return exc
 
 
 def _refusal_result(exc: Refused) -> ToolResult:

@@ -78,8 +78,12 @@ async def test_resources_read_with_stable_shapes(world, mode):
 async def test_unknown_resource_ids_say_where_to_look(world):
     server, _ = world
     async with Client(server) as c:
-        with pytest.raises(Exception, match="opsmedic://jobs"):
+        with pytest.raises(Exception, match="no job 'nope'; read opsmedic://jobs for ids"):
             await c.read_resource("opsmedic://jobs/nope")
+        with pytest.raises(Exception, match="no incident 999; call list_incidents"):
+            await c.read_resource("opsmedic://incidents/999")
+        with pytest.raises(Exception, match="no incident 999; call list_incidents"):
+            await c.get_prompt("rca", {"incident_id": "999"})
 
 
 async def test_rca_prompt_frames_logs_as_untrusted(world):
