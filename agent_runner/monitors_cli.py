@@ -32,6 +32,6 @@ async def monitors_command(settings: Settings, action: str, name: str) -> int:
                 print(f"    {line}")
             return EXIT.get(out["verdict"], 1)
         deps = server.state_deps  # type: ignore[attr-defined]
-        results = await deps.extras["monitors"].test(name)
+        results = await deps.services.monitors.test(name)
         print(json.dumps(results, indent=1))
         return 0 if all(r["ok"] for r in results) else 1

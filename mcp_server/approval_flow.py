@@ -64,7 +64,7 @@ class ApprovalFlow:
         """The exact action that would run now, and its hash. The driver's identity changes
         when the target is recreated, so an approval for the old one no longer matches."""
         parsed = Target.parse(target)
-        identity = await self.deps.extras["drivers"].of(parsed).identity(parsed.name)
+        identity = await self.deps.services.drivers.of(parsed).identity(parsed.name)
         args: dict[str, Any] = {"target": target, "identity": identity}
         return args, action_hash("restart", args, target)
 
@@ -78,7 +78,7 @@ class ApprovalFlow:
         args, _ = await self.current_action(target)
         rca = await self.deps.store.get_rca(incident_id) if incident_id else None
         issued = await self.desk.request_all(incident_id, "restart", args, target)
-        outbox = self.deps.extras["outbox"]
+        outbox = self.deps.services.outbox
         for token, approval in issued:
             text = _request_text(target, reason, rca.summary if rca else None, approval.expires_at)
             headers = {
@@ -93,7 +93,7 @@ class ApprovalFlow:
             ids = [a.id for _, a in issued]
             await self.deps.store.update_incident(incident_id, detail={"approval_ids": ids})
             who = ", ".join(a.approver for _, a in issued)
-            await self.deps.extras["incidents"].transition(
+            await self.deps.services.incidents.transition(
                 incident_id, IncidentStatus.awaiting_approval, f"asked {who} to approve a restart"
             )
         return [a for _, a in issued]
@@ -118,7 +118,7 @@ class ApprovalFlow:
         if reply.decision is None:
             # what the person wrote is kept either way (seed 000: "resume with developer input")
             if reply.incident_id is not None and reply.note_text:
-                await self.deps.extras["incidents"].note(
+                await self.deps.services.incidents.note(
                     reply.incident_id,
                     "reply",
                     f"{reply.from_addr}: {reply.note_text[:1500]}",
@@ -147,7 +147,7 @@ class ApprovalFlow:
         if outcome.status == "approved" and approval is not None:
             await self._run_approved(approval.incident_id, target, reply.from_addr)
         elif outcome.status == "denied" and approval is not None and approval.incident_id:
-            await self.deps.extras["incidents"].transition(
+            await self.deps.services.incidents.transition(
                 approval.incident_id, IncidentStatus.escalated,
                 f"{reply.from_addr} denied the restart; nothing was run", actor=reply.from_addr,
             )  # fmt: skip
@@ -155,11 +155,11 @@ class ApprovalFlow:
         return result
 
     async def _run_approved(self, incident_id: int | None, target: str, approver: str) -> None:
-        healer = self.deps.extras["healer"]
+        healer = self.deps.services.actions
         if await healer.is_healthy(target):
             text = f"approved by {approver}, but {target} recovered meanwhile: nothing was done"
             if incident_id is not None:
-                await self.deps.extras["incidents"].transition(
+                await self.deps.services.incidents.transition(
                     incident_id, IncidentStatus.resolved, text, actor=approver
                 )
             await self._report(incident_id, text[0].upper() + text[1:] + ".")
@@ -178,8 +178,8 @@ class ApprovalFlow:
         if incident_id is None or not to:
             return
         subject = f"[OPSMEDIC-{incident_id}] {text[:80]}"
-        await self.deps.extras["outbox"].enqueue(to, subject, text, incident_id=incident_id)
-        self.deps.extras["outbox"].wake()
+        await self.deps.services.outbox.enqueue(to, subject, text, incident_id=incident_id)
+        self.deps.services.outbox.wake()
 
     async def _audit(
         self, reply: ParsedReply, verdict: str, reason: str | None, target: str = ""
@@ -205,7 +205,7 @@ class ApprovalFlow:
             await self.desk.expire_due(approvals)
             fresh = [await self.deps.store.get_approval(a.id) for a in approvals]
             if fresh and all(a is not None and a.status == "expired" for a in fresh):
-                await self.deps.extras["incidents"].transition(
+                await self.deps.services.incidents.transition(
                     inc.id, IncidentStatus.escalated, "approval request expired; nothing ran"
                 )
                 count += 1
@@ -232,7 +232,7 @@ class ApprovalFlow:
         if outcome.status == "approved":
             await self._run_approved(approval.incident_id, target, actor)
         elif outcome.status == "denied" and approval.incident_id:
-            await self.deps.extras["incidents"].transition(
+            await self.deps.services.incidents.transition(
                 approval.incident_id, IncidentStatus.escalated, f"{actor} denied the restart"
             )
         return {"ok": outcome.ok, "status": outcome.status, "message": outcome.message}

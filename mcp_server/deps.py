@@ -22,6 +22,8 @@ from mcp_server.store.base import Store, open_store
 if TYPE_CHECKING:
     from fastmcp import Context
 
+    from mcp_server.services import Services
+
 
 @dataclass
 class Deps:
@@ -35,12 +37,33 @@ class Deps:
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     #: Background duties started by the lifespan: state, interval, last progress of each.
     duties: Duties = field(default_factory=Duties)
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: clean_disk plans by id (they live 1 h; apply deletes exactly a plan)
+    plans: dict[str, Any] = field(default_factory=dict)
+    #: the dashboard/API routes once registered (web.routes.Web)
+    web: Any = None
     #: Who holds leases in a shared store: unique per server, even several in one process.
     holder: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )
     _users: int = 0
+    _services: Services | None = None
+    #: how many entered serving() (the HTTP app and an in-process runner share one life)
+    serving_users: int = 0
+    live: anyio.Event | None = None
+
+    @property
+    def services(self) -> Services:
+        """The typed services (mcp_server.services), bound once by build_services()."""
+        if self._services is None:  # pragma: no cover - a wiring bug, not user input
+            raise RuntimeError("services are not built yet: call build_services(deps) first")
+        return self._services
+
+    @property
+    def bound(self) -> Services | None:
+        return self._services
+
+    def bind(self, services: Services) -> None:
+        self._services = services
 
     @property
     def tasks(self) -> Duties:

@@ -21,6 +21,7 @@ from mcp_server.backends.docker_events import DockerEvent, EventHistory, classif
 from mcp_server.core import duties
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.deps import Deps
+from mcp_server.errors import Unavailable
 from mcp_server.incidents import Incidents
 from mcp_server.models import Event, Incident, IncidentStatus, Severity
 from mcp_server.safety.policy import Policy
@@ -55,7 +56,9 @@ class Detector:
     async def watch_docker(self) -> None:
         """Follow the engine's events forever; the backend reconnects when it drops.
         (Containers already down at startup are found by the reconcile pass.)"""
-        docker = self.deps.extras["docker"]
+        docker = self.deps.services.docker
+        if docker is None:
+            raise Unavailable("no Docker backend in this server")
         history = EventHistory()
         since = self.deps.clock()
         duties.beat()  # then on each event and a keepalive while the stream is connected
@@ -110,7 +113,9 @@ class Detector:
     # --- managed processes --------------------------------------------------------------
 
     async def watch_processes(self) -> None:
-        supervisor = self.deps.extras["processes"]
+        supervisor = self.deps.services.processes
+        if supervisor is None:
+            raise Unavailable("no managed processes are configured")
         async with supervisor.subscribe() as exits:
             async for ex in duties.keepalive(exits, KEEPALIVE_S):
                 if ex.requested:
@@ -133,7 +138,7 @@ class Detector:
     async def watch_host(self) -> None:
         """Every interval, grade host metrics; a metric must stay critical for
         HOST_STREAK readings in a row before it opens an incident (no flapping on spikes)."""
-        host = self.deps.extras["host"]
+        host = self.deps.services.host
         thresholds = self.deps.settings.thresholds
         streaks: dict[str, int] = {}
         while True:

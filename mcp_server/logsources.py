@@ -23,7 +23,7 @@ async def read_source(
     if not name:
         raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
     if kind == "container":
-        docker = deps.extras.get("docker")
+        docker = deps.services.docker
         if docker is None:
             raise Unavailable("Docker watching is switched off in this server")
         got = await docker.logs(name, lines=lines, since=since)
@@ -31,7 +31,7 @@ async def read_source(
     if kind == "job":
         return await _job_lines(deps, name, lines, grep)
     if kind == "process":
-        sup = deps.extras.get("processes")
+        sup = deps.services.processes
         if sup is None:
             raise NotFound("no managed processes are configured; add [[processes]] to the config")
         path = sup.log_path(name)

@@ -116,7 +116,7 @@ class Monitors:
         return await read_source(self.deps, source, item.lines, since, item.grep)
 
     async def _probe(self, item: MonitorInput) -> tuple[list[str], str | None]:
-        probes = self.deps.extras.get("probes")
+        probes = self.deps.services.probes
         if probes is None or item.name not in probes.names():
             raise NotFound(f"no probe {item.name!r} configured")
         r = await probes.run_now(item.name)
@@ -126,7 +126,7 @@ class Monitors:
         ], None
 
     async def _metrics(self) -> tuple[list[str], str | None]:
-        report = await self.deps.extras["host"].read_host(self.deps.settings.thresholds)
+        report = await self.deps.services.host.read_host(self.deps.settings.thresholds)
         level = {"ok": "INFO", "warn": "WARNING", "crit": "ERROR"}[report.status]
         return [f"{level} host status {report.status}", *report.render().splitlines()], None
 

@@ -1,6 +1,6 @@
 """Build the backends and services a server uses, and run its watchers in the lifespan.
 
-Anything already present in deps.extras is kept, so tests can inject their own parts.
+The one module that imports every part; mcp_server.services.build_services calls assemble().
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 
@@ -26,7 +27,7 @@ from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.core.actions import Actions
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.core.duties import every, supervise, with_lease
-from mcp_server.core.health import intervals, store_probe
+from mcp_server.core.health import StoreProbe, intervals
 from mcp_server.core.holds import Holds
 from mcp_server.core.reconcile import Reconciler
 from mcp_server.deps import Deps
@@ -39,53 +40,55 @@ from mcp_server.incidents import Incidents
 from mcp_server.jobs import JobTracker
 from mcp_server.monitors import Monitors
 from mcp_server.safety.policy import Policy
+from mcp_server.services import Services
 from mcp_server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def build_services(deps: Deps, *, docker: bool = True) -> None:
-    """Fill deps.extras with the default parts (docker=False: no Docker backend at all)."""
+def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
+    """Build every part (see mcp_server.services.build_services); `given` replaces defaults."""
     s = deps.settings
-    x = deps.extras
-    if docker:
-        x.setdefault("docker", DockerEngine())
-    x.setdefault("host", HostMetrics())
-    if s.processes:
-        x.setdefault("processes", ProcessSupervisor(s.processes, s.data_dir / "processes"))
-    x.setdefault("policy", Policy(s))
-    x.setdefault("incidents", Incidents(deps.store, deps.bus))
-    x.setdefault("holds", Holds(deps.store, deps.auditor, deps.bus, lambda: deps.clock()))
-    cleaner = DockerCleanerAdapter(x["docker"], s.policy.selector) if "docker" in x else None
-    x.setdefault("planner", DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner))
-    x.setdefault("monitors", Monitors(deps))
-    x.setdefault("outbox", Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)))
-    x.setdefault("approvals", ApprovalFlow(deps))
-    x.setdefault("jobs", JobTracker(
-        deps.store, deps.bus, x["incidents"], deps.clock, auditor=deps.auditor,
+    engine = given.get("docker") or (DockerEngine() if docker else None)
+    sup = given.get("processes")
+    if sup is None and s.processes:
+        sup = ProcessSupervisor(s.processes, s.data_dir / "processes")
+    policy, incidents = Policy(s), Incidents(deps.store, deps.bus)
+    cleaner = DockerCleanerAdapter(engine, s.policy.selector) if engine is not None else None
+    jobs = JobTracker(
+        deps.store, deps.bus, incidents, deps.clock, auditor=deps.auditor,
         default_timeout_s=s.ingest.job_timeout_s, log_lines=s.ingest.log_lines_per_run,
-    ))  # fmt: skip
-    if "hub" not in x:
-        x["hub"] = build_hub_client(s.ingest, x["jobs"].handle, x["jobs"].load_cursor)
-    x.setdefault("restarter", build_restarter(s.ingest, x["hub"]))
-    x.setdefault("drivers", build_drivers(deps))
-    x.setdefault("healer", Actions(deps, x["policy"], x["drivers"], x["incidents"]))
-    x.setdefault("autoheal", AutoHealer(deps, x["healer"], x["incidents"]))
-    detector = x.setdefault("detector", Detector(deps, x["incidents"], x["autoheal"], x["policy"]))
-    x.setdefault(
-        "reconciler", Reconciler(deps, x["healer"], x["incidents"], x["autoheal"], detector.report)
-    )
+    )  # fmt: skip
+    hub = given.get("hub") or build_hub_client(s.ingest, jobs.handle, jobs.load_cursor)
+    restarter = given.get("restarter") or build_restarter(s.ingest, hub)
+    drivers = build_drivers(deps, engine, sup, jobs, restarter)
+    actions = Actions(deps, policy, drivers, incidents)
+    autoheal = AutoHealer(deps, actions, incidents)
+    detector = Detector(deps, incidents, autoheal, policy)
+    probes = ProbeScheduler(s.probes, on_result=detector.on_probe) if s.probes else None
+    return Services(
+        policy=policy, incidents=incidents, jobs=jobs, drivers=drivers, actions=actions,
+        autoheal=autoheal, detector=detector, docker=engine, processes=sup, probes=probes,
+        hub=hub, restarter=restarter, host=given.get("host") or HostMetrics(),
+        holds=Holds(deps.store, deps.auditor, deps.bus, lambda: deps.clock()),
+        planner=DiskPlanner.from_settings(s, clock=deps.clock, docker=cleaner),
+        monitors=Monitors(deps),
+        outbox=Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)),
+        approvals=given.get("approvals", ApprovalFlow(deps)),
+        reconciler=Reconciler(deps, actions, incidents, autoheal, detector.report),
+        store_probe=StoreProbe(deps),
+    )  # fmt: skip
 
 
-def build_drivers(deps: Deps) -> Drivers:
+def build_drivers(deps: Deps, engine: Any, sup: Any, jobs: JobTracker, restarter: Any) -> Drivers:
     """One driver per kind this configuration can act on, plus registered plugins."""
-    x, pol = deps.extras, deps.settings.policy
+    pol = deps.settings.policy
     drivers = Drivers()
-    if "docker" in x:
-        drivers.add(ContainerDriver(x["docker"], pol))
-    if "processes" in x:
-        drivers.add(ProcessDriver(x["processes"], pol))
-    drivers.add(JobDriver(deps.store, x["jobs"], x.get("restarter"), pol))
+    if engine is not None:
+        drivers.add(ContainerDriver(engine, pol))
+    if sup is not None:
+        drivers.add(ProcessDriver(sup, pol))
+    drivers.add(JobDriver(deps.store, jobs, restarter, pol))
     drivers.load_plugins(deps)
     return drivers
 
@@ -95,61 +98,57 @@ async def serving(deps: Deps) -> AsyncIterator[None]:
     """The server's running life, shared: the first entry opens the store and starts the
     watchers, the last exit stops them. `opsmedic run` enters it twice (the HTTP app and the
     in-process runner client) and must still watch each source once."""
-    first = deps.extras.get("_serving", 0) == 0
-    deps.extras["_serving"] = deps.extras.get("_serving", 0) + 1
+    first = deps.serving_users == 0
+    deps.serving_users += 1
     await deps.start()
     try:
         if first:
             deps.tasks["store"] = "running"
             async with watchers(deps):
-                deps.extras["_live"] = anyio.Event()
+                deps.live = anyio.Event()
                 try:
                     yield
-                    while deps.extras["_serving"] > 1:  # others still use the watchers
-                        await deps.extras["_live"].wait()
+                    while deps.serving_users > 1:  # others still use the watchers
+                        await deps.live.wait()
                 finally:
                     deps.tasks["store"] = "stopped"
         else:
             yield
     finally:
-        deps.extras["_serving"] -= 1
-        live = deps.extras.get("_live")
+        deps.serving_users -= 1
+        live = deps.live
         if live is not None and not first:
             live.set()
-            deps.extras["_live"] = anyio.Event()
+            deps.live = anyio.Event()
         await deps.stop()
 
 
 @contextlib.asynccontextmanager
 async def watchers(deps: Deps) -> AsyncIterator[None]:
     """Start every watcher this configuration needs; stop them (and managed processes)."""
-    x = deps.extras
-    detector: Detector = x["detector"]
+    x = deps.services
+    detector = x.detector
     jobs: dict[str, Callable[[], Awaitable[object]]] = {}
-    if "docker" in x:
+    if x.docker is not None:
         jobs["docker-events"] = detector.watch_docker
-    if "processes" in x:
-        await x["processes"].start_all()
+    if x.processes is not None:
+        await x.processes.start_all()
         jobs["process-exits"] = detector.watch_processes
-    if deps.settings.probes:
-        x.setdefault("probes", ProbeScheduler(deps.settings.probes, on_result=detector.on_probe))
-        jobs["probes"] = x["probes"].run
+    if x.probes is not None:
+        jobs["probes"] = x.probes.run
     jobs["host-metrics"] = detector.watch_host
-    jobs["reconcile"] = x["reconciler"].run
+    jobs["reconcile"] = x.reconciler.run
     if deps.settings.smtp.host:
-        jobs["mail-outbox"] = x["outbox"].run
-    if deps.settings.imap.host:
-        watcher = ImapWatcher(deps.settings.imap, x["approvals"].on_reply, deps.store)
-        x["imap"] = watcher
+        jobs["mail-outbox"] = x.outbox.run
+    if deps.settings.imap.host and x.approvals is not None:
+        watcher = ImapWatcher(deps.settings.imap, x.approvals.on_reply, deps.store)
         jobs["imap-replies"] = functools.partial(with_lease, deps, "imap-watcher", watcher.run)
-    if x.get("hub") is not None:
-        jobs["hub-client"] = functools.partial(with_lease, deps, "hub-client", x["hub"].run)
-    jobs["job-stalls"] = functools.partial(
-        x["jobs"].watch_stalls, deps.settings.ingest.stall_check_s
-    )
-    if deps.settings.approvers:
-        jobs["approval-expiry"] = functools.partial(every, 30.0, x["approvals"].expire)
-    jobs["store"] = store_probe(deps).run  # the duty behind the "store" status set above
+    if x.hub is not None:
+        jobs["hub-client"] = functools.partial(with_lease, deps, "hub-client", x.hub.run)
+    jobs["job-stalls"] = functools.partial(x.jobs.watch_stalls, deps.settings.ingest.stall_check_s)
+    if deps.settings.approvers and x.approvals is not None:
+        jobs["approval-expiry"] = functools.partial(every, 30.0, x.approvals.expire)
+    jobs["store"] = x.store_probe.run  # the duty behind the "store" status set above
     due = intervals(deps.settings)
     tasks = [
         asyncio.create_task(supervise(deps.duties, name, fn, interval_s=due.get(name, 60.0)))
@@ -163,10 +162,10 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        await x["autoheal"].close()
-        await x["jobs"].close()
-        if "processes" in x:
-            await x["processes"].close()
+        await x.autoheal.close()
+        await x.jobs.close()
+        if x.processes is not None:
+            await x.processes.close()
 
 
 def _mail_domain(settings: Settings) -> str:

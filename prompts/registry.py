@@ -90,7 +90,7 @@ async def _evidence(deps: Deps, inc: Incident) -> str:
 
 
 async def _metrics(deps: Deps) -> str:
-    host = deps.extras.get("host")
+    host = deps.services.host
     if host is None:
         return "(host metrics unavailable)"
     report = await host.read_host(deps.settings.thresholds)
@@ -109,19 +109,19 @@ async def _history(deps: Deps, inc: Incident) -> str:
 
 async def _targets(deps: Deps, scope: str) -> str:
     lines: list[str] = []
-    docker = deps.extras.get("docker")
+    docker = deps.services.docker
     if docker is not None and scope in ("all", "container"):
         try:
             lines += [r.line() for r in await docker.list_containers()][:60]
         except OpsMedicError as exc:
             lines.append(f"containers: {exc}")
-    sup = deps.extras.get("processes")
+    sup = deps.services.processes
     if sup is not None and scope in ("all", "process"):
         lines += [f"process:{p.name} running={p.running} restarts={p.restarts}" for p in sup.list()]
     if scope in ("all", "job"):
         jobs = await deps.store.list_jobs(limit=60)
         lines += [f"job:{j.id} {j.status} last heartbeat {j.last_heartbeat}" for j in jobs]
-    holds = deps.extras.get("holds")
+    holds = deps.services.holds
     if isinstance(holds, Holds):
         held = await holds.list_active()
         lines += [f"{h.target} {held_note(h)}" for h in held if scope in ("all", _kind(h.target))]

@@ -119,8 +119,8 @@ async def policy(ctx: Context) -> str:
 
 async def _policy_view(deps: Deps) -> dict[str, Any]:
     """The ledger is computed from the store's action records (shared by every OpsMedic)."""
-    ledger = await deps.extras["healer"].ledger()
-    holds = deps.extras.get("holds")
+    ledger = await deps.services.actions.ledger()
+    holds = deps.services.holds
     held: list[dict[str, Any]] = []
     if isinstance(holds, Holds):
         now = holds.now()

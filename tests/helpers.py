@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -139,3 +140,8 @@ class ManualClock:
 
     def __call__(self) -> dt.datetime:
         return self.now
+
+
+def swap(deps: Any, **parts: Any) -> None:
+    """Replace typed services of a built server (e.g. approvals=FakeApprovals())."""
+    deps.bind(dataclasses.replace(deps.services, **parts))

@@ -61,7 +61,7 @@ async def test_hold_then_release(server, deps, mode):
     assert gone.structured_content == {"target": "container:web", "released": True}
     assert again.structured_content["released"] is False
     assert "opsmedic.hold=true" in again.structured_content["note"]
-    assert await deps.extras["holds"].active(Target("container", "web")) is None
+    assert await deps.services.holds.active(Target("container", "web")) is None
 
 
 async def test_hold_and_release_are_audited(server, deps):
@@ -102,7 +102,7 @@ async def test_bad_input_says_what_to_write(server, deps, args, says):
 
 
 async def test_dashboard_overview_lists_holds(server, deps):
-    holds: Holds = deps.extras["holds"]
+    holds: Holds = deps.services.holds
     until = holds.now() + timedelta(hours=1)
     await holds.hold(Target("process", "worker"), "disk swap", until, "alice")
     app = create_http_app(server, deps.settings)
@@ -114,7 +114,7 @@ async def test_dashboard_overview_lists_holds(server, deps):
 
 
 async def test_triage_prompt_says_what_is_held(server, deps):
-    holds: Holds = deps.extras["holds"]
+    holds: Holds = deps.services.holds
     until = holds.now() + timedelta(hours=1)
     await holds.hold(Target("job", "invoice-bot"), "re-keying", until, "alice")
     async with Client(server) as c:

@@ -141,7 +141,7 @@ class Actions:
 
     async def _refuse_if_held(self, target: Target, incident_id: int | None, actor: str) -> None:
         """A person put the target on hold: watched, never acted on, whoever asks."""
-        holds = self.deps.extras.get("holds")
+        holds = self.deps.services.holds
         if holds is None:
             return
         hold = await holds.active(target, await self.drivers.of(target).labels(target.name))
@@ -329,7 +329,7 @@ class Actions:
         audit: dict[str, Any],
     ) -> dict[str, Any]:
         """Policy wants a person's yes: mail the approvers; nothing runs until one replies."""
-        flow = self.deps.extras.get("approvals")
+        flow = self.deps.services.approvals
         if flow is None:
             raise decision.refusal(self.deps.clock())
         out: dict[str, Any] = {"target": str(target), "action": "restart", "ok": False}

@@ -82,17 +82,9 @@ class StoreProbe:
             await asyncio.sleep(self.interval_s)
 
 
-def store_probe(deps: Deps) -> StoreProbe:
-    """The server's one StoreProbe (kept in deps.extras)."""
-    probe = deps.extras.get("store_probe")
-    if not isinstance(probe, StoreProbe):
-        probe = deps.extras["store_probe"] = StoreProbe(deps)
-    return probe
-
-
-async def health(deps: Deps) -> dict[str, Any]:
+async def health(deps: Deps, probe: StoreProbe | None = None) -> dict[str, Any]:
     """The /healthz body: ok only when the store takes a write and every duty progresses."""
-    probe = store_probe(deps)
+    probe = probe or deps.services.store_probe
     store_ok = await probe.check()
     views = deps.duties.views()
     unhealthy = [v.name for v in views if not v.healthy]

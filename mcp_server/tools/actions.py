@@ -29,7 +29,7 @@ async def restart(
     """Restart container:NAME, process:NAME or job:ID; verify it stays up. A refusal
     carries rule, retry_at and remedy. incident_id must be this target's incident."""
     deps = deps_of(ctx)
-    actions = deps.extras["healer"]
+    actions = deps.services.actions
     parsed = Target.parse(target, actions.drivers.restartable)
     actor = _actor(ctx)
     decision = await actions.decide(parsed)
@@ -59,8 +59,8 @@ async def clean_disk(
     clean roots by rule, optional Docker leftovers) with a plan_id; action="apply" with
     that plan_id deletes exactly those items, skipping any changed since."""
     deps = deps_of(ctx)
-    planner = deps.extras["planner"]
-    plans: dict[str, CleanPlan] = deps.extras.setdefault("plans", {})
+    planner = deps.services.planner
+    plans: dict[str, CleanPlan] = deps.plans
     if action == "plan":
         plan = await anyio.to_thread.run_sync(planner.plan, root)
         plans[plan.plan_id] = plan
@@ -68,11 +68,12 @@ async def clean_disk(
         return dict(plan.view(PLAN_VIEW_ITEMS))
     if not plan_id:
         raise InvalidInput("apply needs the plan_id returned by clean_disk(action='plan')")
-    plan = plans.get(plan_id)
-    if plan is None:
+    found = plans.get(plan_id)
+    if found is None:
         raise NotFound(f"no plan {plan_id!r} (plans live 1 h): call clean_disk(action='plan')")
-    ledger = await deps.extras["healer"].ledger()
-    decision = deps.extras["policy"].check(
+    plan = found
+    ledger = await deps.services.actions.ledger()
+    decision = deps.services.policy.check(
         "clean_disk", f"disk:{plan_id}", None, deps.clock(), ledger
     )
     audit_note(decision=decision.verdict, target=f"disk:{plan_id}")

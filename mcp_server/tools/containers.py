@@ -18,7 +18,7 @@ MAX_ROWS = 100
 
 
 def docker_of(ctx: Context) -> Any:
-    docker = deps_of(ctx).extras.get("docker")
+    docker = deps_of(ctx).services.docker
     if docker is None:
         raise Unavailable("Docker watching is switched off in this server; other tools work")
     return docker
@@ -44,7 +44,7 @@ async def list_containers(
 
 async def _holds_for(deps: Deps, rows: Sequence[Any]) -> dict[str, Hold]:
     """name -> hold in force: one read of the stored holds per call, plus each row's labels."""
-    holds = deps.extras.get("holds")
+    holds = deps.services.holds
     if not isinstance(holds, Holds):
         return {}
     now = holds.now()
@@ -64,7 +64,7 @@ async def inspect_container(name: str, ctx: Context) -> dict[str, Any]:
     deps = deps_of(ctx)
     detail = await docker_of(ctx).inspect_container(name)
     data: dict[str, Any] = detail.model_dump(mode="json", exclude_none=True)
-    holds = deps.extras.get("holds")
+    holds = deps.services.holds
     if isinstance(holds, Holds):
         held = await holds.active(Target("container", detail.name), detail.labels)
         if held is not None:

@@ -16,7 +16,7 @@ from mcp_server.tools._common import WRITE, add_tool
 
 
 def holds_of(deps: Deps) -> Holds:
-    holds = deps.extras.get("holds")
+    holds = deps.services.holds
     if not isinstance(holds, Holds):  # pragma: no cover - a wiring bug, not user input
         raise Unavailable("holds are not set up in this server")
     return holds

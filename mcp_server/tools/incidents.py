@@ -79,7 +79,7 @@ async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str,
         **{k: v for k, v in data.items() if k != "summary"},
     )
     await deps.store.put_rca(stored)
-    await deps.extras["incidents"].note(
+    await deps.services.incidents.note(
         incident_id, "rca", f"{stored.category} ({author}): {stored.summary[:200]}", actor=actor
     )
     return {"incident_id": incident_id, "category": stored.category, "author": author}
@@ -98,7 +98,7 @@ async def update_incident(
         raise InvalidInput("give a status, a note, or both")
     note = note[:MAX_NOTE]
     deps = deps_of(ctx)
-    incidents = deps.extras["incidents"]
+    incidents = deps.services.incidents
     actor = caller_identity(ctx)[0]
     if await deps.store.get_incident(incident_id) is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")

@@ -40,7 +40,7 @@ async def send_email(
         summary_text, html = alert_body(inc, rca, dashboard_url=deps.settings.notify.dashboard_url)
         text = f"{body}\n\n{summary_text}"
         subject = subject_for(incident_id, inc.severity, subject)
-    outbox = deps.extras["outbox"]
+    outbox = deps.services.outbox
     msg = await outbox.enqueue(recipients, subject, text, html=html, incident_id=incident_id)
     with anyio.move_on_after(FLUSH_WAIT_S):
         await outbox.flush()

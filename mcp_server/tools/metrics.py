@@ -18,12 +18,12 @@ async def read_metrics(
     top processes; containers: cpu/memory each; processes: managed ones."""
     deps = deps_of(ctx)
     if scope == "host":
-        report = await deps.extras["host"].read_host(deps.settings.thresholds)
+        report = await deps.services.host.read_host(deps.settings.thresholds)
         return {"scope": "host", "status": report.status, "report": report.render()}
     if scope == "containers":
         rows = await docker_of(ctx).stats()
         return {"scope": "containers", "containers": rows[:100]}
-    sup = deps.extras.get("processes")
+    sup = deps.services.processes
     if sup is None:
         return {"scope": "processes", "processes": [], "note": "no managed processes configured"}
     rows = [sup.inspect(name).model_dump(mode="json", exclude_none=True) for name in sup.names()]

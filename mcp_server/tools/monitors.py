@@ -12,7 +12,7 @@ from mcp_server.tools._common import WRITE, add_tool, bounded_list
 
 async def run_monitor(name: str, ctx: Context) -> dict[str, Any]:
     """Run a configured monitor now: verdict ok/warn/alert, per input, with evidence."""
-    run = await deps_of(ctx).extras["monitors"].run(name)
+    run = await deps_of(ctx).services.monitors.run(name)
     lines, note = bounded_list(run.log, 200)
     out: dict[str, Any] = {
         "run_id": run.id,

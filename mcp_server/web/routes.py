@@ -70,7 +70,7 @@ class ApiError(Exception):
 def register_web(server: FastMCP, deps: Deps) -> None:
     """Add the dashboard (/), the incident page, /static, the JSON API (/api/*) and /metrics."""
     web = Web(deps, server.auth)
-    deps.extras.setdefault("web", web)
+    deps.web = web
     for path, methods, endpoint in web.routes():
         server.custom_route(path, methods=methods, include_in_schema=False)(endpoint)
 
@@ -169,7 +169,7 @@ class Web:
         body = await views.overview(self.deps, self.history, self.chain)
         body["dashboard"] = {
             "auth": self.verifier is not None,
-            "approvals": "approvals" in self.deps.extras,
+            "approvals": self.deps.services.approvals is not None,
         }
         return body
 
@@ -239,7 +239,7 @@ class Web:
             decision = None
         if decision not in ("approve", "deny"):
             raise InvalidInput('send JSON {"decision": "approve"} or {"decision": "deny"}')
-        approvals = self.deps.extras.get("approvals")
+        approvals = self.deps.services.approvals
         if approvals is None:
             raise ApiError(501, "this server has no approval handler; reply to the approval email")
         actor = f"dashboard:{access.client_id if access else 'unknown'}"

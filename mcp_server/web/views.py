@@ -58,7 +58,7 @@ class HostHistory:
 
     async def sample(self) -> tuple[Any, bool]:
         """(latest HostReport or None when there is no host backend, whether it is new)."""
-        host = self._deps.extras.get("host")
+        host = self._deps.services.host
         if host is None:
             return None, False
         async with self._lock:
@@ -211,10 +211,10 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
     sources["host"] = "ok" if host else "off"
     if host:
         targets.append(host["target"])
-    restarts = (await deps.extras["healer"].ledger()).history if "healer" in deps.extras else None
+    restarts = (await deps.services.actions.ledger()).history
     for t in targets:
         t["incidents"] = open_by_target.get(t["target"], 0)
-        if restarts is not None and t["kind"] in ("container", "process"):
+        if t["kind"] in ("container", "process"):
             t["restarts_24h"] = len(restarts(t["target"]))
     holds = await _mark_held(deps, targets)
     verdict = await chain.get()
@@ -235,7 +235,7 @@ async def _mark_held(deps: Deps, targets: list[dict[str, Any]]) -> list[dict[str
     """Give each held target its hold (a stored one wins over a label); return every active
     hold, targets not currently listed included, ordered by target."""
     stored: dict[str, dict[str, Any]] = {}
-    holds = deps.extras.get("holds")
+    holds = deps.services.holds
     if isinstance(holds, Holds):
         now = holds.now()
         try:
@@ -262,7 +262,7 @@ def _target(kind: str, name: str, status: str, health: str, detail: str) -> dict
 
 
 async def _containers(deps: Deps) -> tuple[list[dict[str, Any]], str]:
-    docker = deps.extras.get("docker")
+    docker = deps.services.docker
     if docker is None:
         return [], "off"
     try:
@@ -284,7 +284,7 @@ async def _containers(deps: Deps) -> tuple[list[dict[str, Any]], str]:
 
 
 async def _processes(deps: Deps) -> tuple[list[dict[str, Any]], str]:
-    supervisor = deps.extras.get("processes")
+    supervisor = deps.services.processes
     if supervisor is None:
         return [], "off"
     out = []
@@ -301,7 +301,7 @@ async def _processes(deps: Deps) -> tuple[list[dict[str, Any]], str]:
 
 
 async def _probes(deps: Deps) -> tuple[list[dict[str, Any]], str]:
-    scheduler = deps.extras.get("probes")
+    scheduler = deps.services.probes
     if scheduler is None:
         return [], "off"
     grades = {"ok": "ok", "warn": "warn", "fail": "crit"}

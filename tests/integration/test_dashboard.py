@@ -24,7 +24,7 @@ import pytest
 import websockets
 
 from mcp_server.models import Approval, IncidentStatus
-from tests.helpers import REPO, make_settings
+from tests.helpers import REPO, make_settings, swap
 from tests.integration.web_support import opsmedic_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -214,7 +214,7 @@ async def test_untrusted_text_is_shown_as_text_not_markup(tmp_path):
     settings = make_settings(tmp_path / "data")
     async with opsmedic_http(settings, docker=False) as (base, deps):
         evil = '<img src=x onerror="window.__pwned=1"> boom'
-        inc, _ = await deps.extras["incidents"].report("process:evil", "exited", evil)
+        inc, _ = await deps.services.incidents.report("process:evil", "exited", evil)
         async with chromium(tmp_path / "profile") as page:
             await page.goto(base + "/")
             await page.wait_for("!!document.querySelector('#incidents li')")
@@ -239,7 +239,7 @@ async def test_an_operator_with_a_token_approves_from_the_incident_page(tmp_path
             return {"status": "approved", "message": f"approved by {actor}"}
 
     async with opsmedic_http(settings, docker=False) as (base, deps):
-        deps.extras["approvals"] = Approvals()
+        swap(deps, approvals=Approvals())
         inc = await _incident_waiting_for_approval(deps, "ap-1")
         async with chromium(tmp_path / "profile") as page:
             await page.goto(f"{base}/incidents/{inc.id}")

@@ -112,7 +112,7 @@ async def test_crash_loop_follows_budget_then_escalates(heal_server, docker_env)
     box = docker_env.run("loop", CRASH_SOON, labels=MANAGED)
     target = f"container:{box.name}"
     inc = await _wait_incident(deps, target, {IncidentStatus.escalated}, timeout=60)
-    starts = (await deps.extras["healer"].ledger()).history(target)
+    starts = (await deps.services.actions.ledger()).history(target)
     assert len(starts) == 3
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # backoff 10 s then 20 s (fake clock), plus the real seconds each verify took
@@ -125,7 +125,7 @@ async def test_crash_loop_follows_budget_then_escalates(heal_server, docker_env)
     before = _started_at(docker_env, box)
     await anyio.sleep(2)
     assert _started_at(docker_env, box) == before
-    assert len((await deps.extras["healer"].ledger()).history(target)) == 3
+    assert len((await deps.services.actions.ledger()).history(target)) == 3
 
 
 async def test_oom_is_reported_as_oom(heal_server, docker_env):

@@ -125,7 +125,7 @@ async def test_dashboard_shows_held_targets(tmp_path, docker_host, docker_env):
     target = f"container:{box.name}"
     settings = make_settings(tmp_path / "data", mode="check")
     async with opsmedic_http(settings) as (base, deps), chromium(tmp_path / "profile") as page:
-        holds = deps.extras["holds"]
+        holds = deps.services.holds
         until = holds.now() + timedelta(hours=2)
         await holds.hold(Target.parse(target), "swapping its disk", until, "alice")
         await page.goto(base + "/")

@@ -143,7 +143,7 @@ async def test_two_servers_on_one_mongo_ingest_once(tmp_path, mongo_url):
             await _until(all_in, timeout=60)
             await asyncio.sleep(1.0)  # let write-behind job/run state flush
             for deps in all_deps:
-                await deps.extras["jobs"].flush()
+                await deps.services.jobs.flush()
         events = [e for e in await store.events_after(0, 10_000) if e.source != "incident"]
         ingest_ids = [e.id for e in events if e.type.startswith("job.")]
         assert sorted(ingest_ids) == sorted(stream.valid_ids)  # each valid event once

@@ -13,6 +13,7 @@ from fastmcp import Client
 from mcp_server.app import create_server
 from mcp_server.deps import Deps
 from mcp_server.models import IncidentStatus, Run, utcnow
+from mcp_server.services import Overrides
 from tests.helpers import free_port, make_settings
 
 FLAKY = (
@@ -142,9 +143,9 @@ async def test_no_docker_engine_is_one_clear_sentence(tmp_path):
 
     settings = make_settings(tmp_path)
     deps = Deps.build(settings)
-    deps.extras["docker"] = DockerEngine(base_url=f"unix://{tmp_path}/no-such.sock")
+    engine = DockerEngine(base_url=f"unix://{tmp_path}/no-such.sock")
     await deps.start()
-    async with Client(create_server(settings, deps)) as c:
+    async with Client(create_server(settings, deps, overrides=Overrides(docker=engine))) as c:
         r = await c.call_tool("list_containers", {}, raise_on_error=False)
         ok = await c.call_tool("list_incidents", {})  # everything else keeps working
     await deps.stop()

@@ -44,12 +44,12 @@ async def test_the_probe_writes_caches_and_reports_a_store_that_cannot_be_writte
 
 async def test_health_lists_duties_and_fails_on_a_stalled_one(tmp_path):
     deps = Deps.build(make_settings(tmp_path))
-    deps.extras["store_probe"] = StoreProbe(deps, cache_s=0.0)
+    probe = StoreProbe(deps, cache_s=0.0)
     deps.duties.add("job-stalls", 15.0)
     deps.duties.get_duty("job-stalls").since -= dt.timedelta(seconds=31)  # type: ignore[union-attr]
     await deps.start()
     try:
-        body = await health(deps)
+        body = await health(deps, probe)
     finally:
         await deps.stop()
     assert body["store"] is True and body["ok"] is False and body["unhealthy"] == ["job-stalls"]

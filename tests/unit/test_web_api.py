@@ -19,9 +19,10 @@ from mcp_server.app import create_http_app, create_server
 from mcp_server.deps import Deps
 from mcp_server.models import Approval, Event, IncidentStatus, Job, Rca, Run, TimelineEntry
 from mcp_server.safety.approvals import DecisionOutcome
+from mcp_server.services import Overrides, build_services
 from mcp_server.web.routes import Web
 from mcp_server.web.views import HostHistory, stream_rows
-from tests.helpers import make_settings
+from tests.helpers import make_settings, swap
 
 TOKEN = "operator-token-for-tests-42"
 
@@ -50,7 +51,7 @@ async def authed(tmp_path):
 
 
 def _web(deps: Deps) -> Web:
-    return deps.extras["web"]
+    return deps.web
 
 
 # --- page and assets ---------------------------------------------------------------------
@@ -201,7 +202,7 @@ async def test_host_history_rate_limits_and_keeps_a_ring(tmp_path):
                 disks=[],
             )
 
-    deps.extras["host"] = FakeHost()
+    build_services(deps, docker=False, overrides=Overrides(host=FakeHost()))
     history = HostHistory(deps, size=3, min_interval_s=5, clock=lambda: clock.now)
     assert (await history.sample())[1] is True
     assert (await history.sample())[1] is False  # within 5 s: the same reading
@@ -275,7 +276,7 @@ async def test_approvals_need_a_handler_a_token_and_a_valid_decision(authed):
     assert (await client.post("/api/approvals/ap-1", json=approve)).status_code == 401
     unknown = await client.post("/api/approvals/ap-1", json=approve, headers=auth)
     assert unknown.status_code == 409 and "no approval" in unknown.json()["error"]
-    deps.extras.pop("approvals")  # a server without an approval handler says so
+    swap(deps, approvals=None)  # a server without an approval handler says so
     missing = await client.post("/api/approvals/ap-1", json=approve, headers=auth)
     assert missing.status_code == 501
 
@@ -286,7 +287,7 @@ async def test_approvals_need_a_handler_a_token_and_a_valid_decision(authed):
             seen.append((approval_id, decision, actor))
             return {"status": "approved"}
 
-    deps.extras["approvals"] = Approvals()
+    swap(deps, approvals=Approvals())
     bad = await client.post("/api/approvals/ap-1", json={"decision": "maybe"}, headers=auth)
     assert bad.status_code == 400
     r = await client.post("/api/approvals/ap-1", json={"decision": "deny"}, headers=auth)
@@ -302,7 +303,7 @@ async def test_a_rejected_decision_is_a_409_with_the_reason(authed):
         async def decide_from_dashboard(self, *_args: str) -> DecisionOutcome:
             return DecisionOutcome("rejected", "expired")
 
-    deps.extras["approvals"] = Approvals()
+    swap(deps, approvals=Approvals())
     r = await client.post(
         "/api/approvals/ap-1",
         json={"decision": "approve"},
