@@ -35,15 +35,15 @@ _FIELD = (
 # leftmost one wins: a level comes before the message that may quote another.
 _TAGGED = re.compile(
     rf"(?:{_FIELD}|[\[<(|])(?:(?P<error>{_ERR_LEVEL})|(?P<warning>{_WARN_LEVEL})"
-    rf"|(?P<info>{_INFO_LEVEL}))(?:\b|[\]>)|:])",
-    re.IGNORECASE,
-)
+    rf"|(?P<info>{_INFO_LEVEL}))(?:\b|[\]>)|:])"
+)  # searched in the lower-cased head of the line
 _BARE = re.compile(
     r"(?<![\w/.-])(?:(?P<error>ERROR|ERR|FATAL|CRIT|CRITICAL|ALERT|EMERG|PANIC|SEVERE|Error|Fatal"
     r"|Critical)|(?P<warning>WARN|WARNING|Warning)|(?P<info>INFO|DEBUG|NOTICE|TRACE|Information"
     r"|Informational))\b"
     r"|(?:^|\s)(?:(?P<e1>[EF])|(?P<w1>W)|(?P<i1>[IDV]))(?:/[\w.$-]+\s*\(|\s+[\w.$/-]+\s*:|\d{4}\s)"
 )
+_TAG_HINT = re.compile(r"[\[<(|]|lev|sev|lvl|prio")
 _GROUPS: dict[str, SeverityName] = {
     "error": "error",
     "warning": "warning",
@@ -109,10 +109,14 @@ def _has(low: str, words: tuple[str, ...]) -> bool:
 
 
 def _explicit_level(head: str) -> SeverityName | None:
-    found = [m for m in (_TAGGED.search(head), _BARE.search(head)) if m is not None]
-    if not found:
+    low = head.lower()
+    tagged = _TAGGED.search(low) if _TAG_HINT.search(low) else None
+    bare = _BARE.search(head)
+    first = (
+        tagged if bare is None or (tagged is not None and tagged.start() < bare.start()) else bare
+    )
+    if first is None:
         return None
-    first = min(found, key=lambda m: m.start())
     return _GROUPS[next(k for k, v in first.groupdict().items() if v is not None)]
 
 
