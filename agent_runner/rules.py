@@ -119,8 +119,12 @@ _RESTART_SAFE: dict[str, bool] = {
     "resource": False,
     "port_conflict": False,
 }
-# "web-1  | ...", "│ ..." (compose and k9s prefixes) hide anchors such as "^panic:"
-_PREFIX = re.compile(r"^\s*(?:[\w.@-]+(?: [\w.@-]+)?\s*\||│)\s?")
+# "2024-05-01T10:00:00.1Z " (the engine's timestamps), "web-1  | ", "│ " (compose and k9s
+# prefixes) hide anchors such as "^panic:"
+_PREFIX = re.compile(
+    r"^\s*(?:\d{4}-\d\d-\d\dT[\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+)?"
+    r"(?:(?:[\w.@-]+(?: [\w.@-]+)?\s*\||│)\s?)?"
+)
 _SPACES = re.compile(r"\s{2,}")
 
 
@@ -306,11 +310,11 @@ def _summary(incident: dict[str, Any], verdict: Verdict, target: str) -> str:
     if verdict.note:
         head += f" ({verdict.note}.)"
     top = verdict.scores.get(verdict.category, 0.0)
-    if verdict.runner_up and verdict.runner_up[0] != verdict.category:
-        name, score = verdict.runner_up
-        head += f" Runner-up: {name} (score {score:g} vs {top:g})."
-    elif verdict.runner_up:
-        head += f" Score {top:g}."
+    runner = verdict.runner_up
+    if runner and runner[0] != verdict.category and runner[1] > 0:
+        head += f" Runner-up: {runner[0]} (score {runner[1]:g} vs {top:g})."
+    else:
+        head += f" Runner-up: none (score {top:g})."
     return head
 
 

@@ -318,3 +318,10 @@ def test_confidence_grows_with_agreeing_evidence() -> None:
     one = triage(incident(), lines("Traceback (most recent call last):"))
     many = triage(incident(), lines("Error: connect ECONNREFUSED 10.0.0.1:6379") * 3)
     assert one.confidence < 0.6 < many.confidence
+
+
+def test_engine_timestamps_and_compose_prefixes_do_not_hide_anchored_cues() -> None:
+    logs = lines("2024-05-01T10:00:00.123456789Z api-1  | panic: assignment to entry in nil map")
+    rca = triage(incident(), logs)
+    assert rca.category == "code" and rca.evidence[0].line == logs[0][1]
+    assert "Runner-up: none" in rca.summary
