@@ -36,7 +36,7 @@ def _cues(*rows: tuple[str, float, str], flags: int = re.IGNORECASE) -> tuple[Cu
 _CONFIG_WORD = (
     r"(?:config(?:uration)?|settings?|\.ya?ml|\.toml|\.ini|\.conf\b|\.cfg\b|\.properties)"
 )
-_MISSING = r"(?:missing|not set|not specified|not defined|undefined|required|is empty|unset)"
+_MISSING = r"(?:missing|not set|not specified|not defined|undefined|required|is empty|unset|must not be empty|cannot be empty|must be set)"
 _SETTING = r"(?:env(?:ironment)?(?: var(?:iable)?s?)?|variable|setting|option|parameter|\w*(?:key|secret|password|token|url)\w*)"
 
 CUES: dict[RcaCategory, tuple[Cue, ...]] = {
@@ -53,6 +53,13 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         (r"insufficient memory|cannot allocate memory|\bENOMEM\b|errno[ =:]*12\b", 3, "ENOMEM"),
         (r"(?:mmap|malloc|alloc\w*)\b.{0,40}\bfail", 2, "allocation failed"),
         (r"killed by signal 9|terminated by SIGKILL|signal: killed", 1, "SIGKILL"),
+        # a shell's "Killed" for its child, memory pressure before a kill: the OOM killer's shape
+        (r"^\s*(?:\S+: )?Killed\s*$|\bKilled\s+\S+.{0,40}\bmemory", 2, "killed"),
+        (
+            r"memory (?:usage|pressure|limit)\b.{0,40}(?:high|exceeded|reached|9\d(?:\.\d+)?%)",
+            2,
+            "memory pressure",
+        ),
     ),
     "resource": _cues(
         (r"No space left on device|\bENOSPC\b|disk (?:is )?full|errno[ =:]*28\b", 4.5, "ENOSPC"),
@@ -64,7 +71,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         (r"(?:max user processes|ulimit -u|pids?[ _-]limit|\bnewosproc\b)", 4, "pids limit"),
         (r"(?:create|start)\w* (?:new )?(?:OS )?thread.{0,40}(?:errno=11|EAGAIN)", 3, "threads"),
         (
-            r"resource temporarily unavailable.{0,30}(?:fork|thread)|\bfork\b.{0,30}EAGAIN",
+            r"resource temporarily unavailable.{0,30}(?:fork|thread)|\bfork\b.{0,30}(?:EAGAIN|resource temporarily unavailable)"
+            r"|pthread_create failed|can't create (?:new )?thread",
             3,
             "fork",
         ),
@@ -85,6 +93,11 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
     "permission": _cues(
         (r"permission denied|\bEACCES\b|Errcode: 13\b|errno[ =:]*13\b", 4, "permission denied"),
         (r"\bEPERM\b|operation not permitted", 3.5, "EPERM"),
+        (
+            r"effective uid|must be run as root|requires? root|are you root|insufficient privileges|not privileged|\bnosuid\b",
+            3,
+            "privileges",
+        ),
         (
             r"PermissionError|AccessDenied(?:Exception)?|access (?:is )?denied(?! for user)",
             4,
@@ -115,7 +128,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "missing setting",
         ),
         (
-            r"\b(?:invalid|bad|malformed|broken)\s+(?:\w+\s+)?config|config(?:uration)? (?:is )?invalid",
+            r"\b(?:invalid|bad|malformed|broken)[\s_]+(?:\w+\s+)?config|config(?:uration)?[ _](?:is )?(?:invalid|error)"
+            r"|ImproperlyConfigured|Config(?:uration)?(?:Error|Exception)\b|ValidationError.{0,40}\bsettings?\b",
             3,
             "invalid config",
         ),
@@ -129,14 +143,24 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             3.5,
             "YAML",
         ),
-        (r"(?:json|toml|ini)\b.{0,20}\b(?:parse|syntax|decode) ?error", 2, "parse error"),
+        (
+            r"(?:json|toml|ini|yaml|xml|hcl)\w*?[ .]?(?:decode|parse|syntax|scanner)\w*? ?error",
+            2.5,
+            "parse error",
+        ),
+        (
+            r"x509:|certificate (?:verify failed|signed by unknown|has expired|is not valid)|CERTIFICATE_VERIFY_FAILED",
+            2.5,
+            "certificates",
+        ),
+        (r"^\s*Usage: ", 1, "usage"),
         (
             r"directive\b.{0,40}\b(?:not terminated|unknown|invalid|is not allowed|duplicate)|unknown directive",
             3.5,
             "directive",
         ),
         (
-            r"unknown (?:option|flag|setting|keyword|configuration key|variable)|unrecognized (?:option|parameter|argument)",
+            r"unknown (?:option|flag|setting|keyword|configuration key|variable|command|argument|shorthand flag)|unexpected argument|unrecognized arguments?|unrecognized (?:option|parameter|argument)",
             3,
             "unknown option",
         ),
@@ -153,7 +177,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         (r"KeyError: '[A-Z][A-Z0-9_]{2,}'", 3.5, "KeyError env"),
         (
             r"password authentication failed|authentication failed|Access denied for user|invalid credentials",
-            3,
+            3.5,
             "credentials",
         ),
         (
@@ -168,7 +192,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "FATAL config",
         ),
         (
-            r"executable file not found|command not found|no such file or directory.{0,30}exec",
+            r"executable file not found|command not found|no such file or directory.{0,30}exec|exec format error"
+            r"|\bexec\b.{0,60}\bfailed\b.{0,40}no such file",
             2.5,
             "entrypoint",
         ),
@@ -193,7 +218,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "DNS",
         ),
         (
-            r"could not translate host name|host not found|unknown host|(?:host|name) lookup fail",
+            r"could not translate host name|host not found|unknown ?(?:\w+ ){0,2}host\b|UnknownHost|(?:host|name) lookup fail|\bNXDOMAIN\b",
             3.5,
             "host lookup",
         ),
@@ -203,7 +228,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "unreachable",
         ),
         (
-            r"could(?: not|n't) connect|cannot connect|unable to connect|can't connect|cannot_connect|failed to connect",
+            r"could(?: not|n't) connect|cannot connect|unable to connect|can't connect|cannot_connect|failed to connect"
+            r"|connection\b.{0,60}\bcould not be established|(?:broker|server|service|database|host) (?:may )?(?:not be|is not|isn't) (?:available|reachable|ready)",
             3,
             "cannot connect",
         ),
@@ -257,7 +283,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "ruby",
         ),
         (
-            r"(?:TypeError|AttributeError|ValueError|ZeroDivisionError|AssertionError|ImportError|ModuleNotFoundError|NameError|UnboundLocalError|RecursionError)\b",
+            r"(?:TypeError|AttributeError|ValueError|ZeroDivisionError|AssertionError|ImportError|ModuleNotFoundError|NameError|UnboundLocalError|RecursionError|SyntaxError|IndentationError)\b",
             2.5,
             "python",
         ),
@@ -282,6 +308,11 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "traceback",
         ),
         (r"unhandled 'error' event|triggerUncaughtException", 0.5, "unhandled"),
+    )
+    # case-sensitive: "ValueError: ..." or "** (ArgumentError)" is an exception, "ERROR:" a level
+    + _cues(
+        (r"(?:^|[\s(])(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)\b(?:\)|:)", 1.5, "exception"),
+        flags=0,
     ),
     "unknown": _cues(
         (

@@ -109,6 +109,10 @@ def test_exit_137_with_memory_words_is_oom() -> None:
     assert [e.line for e in rca.evidence] == [logs[0][1]]
 
 
+def test_exit_137_with_a_shell_killed_line_is_oom() -> None:
+    assert triage(incident(detail={"exit_code": 137}), lines("Killed")).category == "oom"
+
+
 def test_exit_137_after_a_requested_stop_is_unknown() -> None:
     logs = lines(
         "2024-05-01 10:00:00 UTC [1] LOG:  received fast shutdown request",
@@ -266,6 +270,26 @@ SHAPES: list[tuple[str, list[str]]] = [
     ("config", ["[ALERT] config : parsing [/etc/haproxy.cfg:12] : unknown keyword 'frontendd'"]),
     ("dependency", ["sqlalchemy.exc.OperationalError: could not connect to server: refused"]),
     ("dependency", ["java.net.ConnectException: Connection refused (Connection refused)"]),
+    ("dependency", ["java.net.UnknownHostException: postgres", "Failed to start server"]),
+    (
+        "dependency",
+        ["Connection to node 1 (kafka:9092) could not be established. Broker may not be up."],
+    ),
+    (
+        "config",
+        ["django.core.exceptions.ImproperlyConfigured: The SECRET_KEY setting must not be empty."],
+    ),
+    ("config", ["tomllib.TOMLDecodeError: Invalid value (at line 3, column 9)"]),
+    ("config", ["error: unexpected argument '--prot' found", "Usage: server [OPTIONS]"]),
+    ("config", ["exec /docker-entrypoint.sh: exec format error"]),
+    ("code", ['  File "/app/app.py", line 12', "SyntaxError: invalid syntax"]),
+    ("code", ["** (ArgumentError) errors were found at the given arguments:"]),
+    ("permission", ["touch: /var/log/app/app.log: Read-only file system"]),
+    (
+        "resource",
+        ["runtime/cgo: pthread_create failed: Resource temporarily unavailable", "SIGABRT: abort"],
+    ),
+    ("resource", ['ERROR: could not extend file "base/1/2": No space left on device']),
 ]
 
 
