@@ -55,16 +55,39 @@ _RANK = RANK
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # keeps tab
 
 _MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_MASKS = (  # order matters: the wide patterns first, plain numbers last
-    (r"\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2}\b)?", "TS"),
-    (rf"\b{_MONTH} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}\b", "TS"),
-    (r"\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b", "TS"),
-    (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "UUID"),
-    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", "IP"),
-    (r"\b0x[0-9a-fA-F]+\b", "HEX"),
-    (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b", "HEX"),
-    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?", "NUM"),
+# Info-line masks for drain3: (regex, name, a substring the regex needs, so most lines skip it).
+# Order matters: the wide patterns first, plain numbers last.
+_MASKS = (
+    (
+        r"\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2}\b)?",
+        "TS",
+        ":",
+    ),
+    (rf"\b{_MONTH} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}\b", "TS", ":"),
+    (r"\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b", "TS", ":"),
+    (
+        r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
+        "UUID",
+        "-",
+    ),
+    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", "IP", "."),
+    (r"\b0x[0-9a-fA-F]+\b", "HEX", "0x"),
+    (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b", "HEX", ""),
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?", "NUM", ""),
 )
+
+
+class _GuardedMasker:
+    """drain3's masker interface, skipping each regex on lines without its needed substring."""
+
+    def __init__(self) -> None:
+        self.rules = [(re.compile(p), f"<{name}>", need) for p, name, need in _MASKS]
+
+    def mask(self, content: str) -> str:
+        for pattern, rep, need in self.rules:
+            if need in content:
+                content = pattern.sub(rep, content)
+        return content
 
 
 class TemplateStat(BaseModel):
@@ -219,8 +242,10 @@ def _miner(sim_th: float) -> TemplateMiner:
     config.drain_sim_th = sim_th
     config.drain_depth = 5
     config.profiling_enabled = False
-    config.masking_instructions = [MaskingInstruction(p, name) for p, name in _MASKS]
-    return TemplateMiner(persistence_handler=None, config=config)
+    config.masking_instructions = [MaskingInstruction(p, name) for p, name, _ in _MASKS]
+    miner = TemplateMiner(persistence_handler=None, config=config)
+    miner.masker = _GuardedMasker()  # same interface as drain3.LogMasker, cheaper
+    return miner
 
 
 def _cluster(lines: Sequence[str]) -> list[TemplateStat]:
