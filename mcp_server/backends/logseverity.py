@@ -1,4 +1,4 @@
-"""Severity of a log line from many cues, and the strict template of an error line.
+"""Severity of a log line from many cues; strict templates of error lines; drain3 for info.
 
 No per-system regexes: the cues are what failures look like in any log.
 
@@ -17,8 +17,16 @@ times, quoted single tokens): every constant word of an error line stays in its 
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Literal
+from typing import Any, Literal
+
+from drain3 import TemplateMiner
+from drain3.masking import MaskingInstruction
+from drain3.template_miner_config import TemplateMinerConfig
+
+# drain3 logs its start-up and state at INFO; never let that reach a stdio transport.
+logging.getLogger("drain3").setLevel(logging.WARNING)
 
 SeverityName = Literal["error", "warning", "info"]
 RANK = {"info": 0, "warning": 1, "error": 2}
@@ -186,3 +194,53 @@ def strict_template(line: str) -> str:
         if need in text:
             text = pattern.sub(rep, text)
     return _SPACE.sub(" ", _RUNS.sub("<*>", text)).strip()
+
+
+# --- info templates (drain3) ---------------------------------------------------------------
+
+_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+# Info-line masks for drain3: (regex, name, a substring the regex needs, so most lines skip it).
+# Order matters: the wide patterns first, plain numbers last.
+_DRAIN_MASKS = (
+    (
+        r"\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2}\b)?",
+        "TS",
+        ":",
+    ),
+    (rf"\b{_MONTH} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}\b", "TS", ":"),
+    (r"\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b", "TS", ":"),
+    (
+        r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
+        "UUID",
+        "-",
+    ),
+    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", "IP", "."),
+    (r"\b0x[0-9a-fA-F]+\b", "HEX", "0x"),
+    (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b", "HEX", ""),
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?", "NUM", ""),
+)
+
+
+class _GuardedMasker:
+    """drain3's masker interface, skipping each regex on lines without its needed substring."""
+
+    def __init__(self) -> None:
+        self.rules = [(re.compile(p), f"<{name}>", need) for p, name, need in _DRAIN_MASKS]
+
+    def mask(self, content: str) -> str:
+        for pattern, rep, need in self.rules:
+            if need in content:
+                content = pattern.sub(rep, content)
+        return content
+
+
+def info_miner(sim_th: float) -> Any:
+    """A drain3 miner for info lines: built in code, in memory, cheap masks."""
+    config = TemplateMinerConfig()  # built in code: no drain3.ini lookup, no persistence
+    config.drain_sim_th = sim_th
+    config.drain_depth = 5
+    config.profiling_enabled = False
+    config.masking_instructions = [MaskingInstruction(p, name) for p, name, _ in _DRAIN_MASKS]
+    miner = TemplateMiner(persistence_handler=None, config=config)
+    miner.masker = _GuardedMasker()  # same interface as drain3.LogMasker, cheaper
+    return miner

@@ -15,32 +15,30 @@ never a constant word of an error template. The header counts are over the whole
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drain3 import TemplateMiner
-from drain3.masking import MaskingInstruction
-from drain3.template_miner_config import TemplateMinerConfig
 from pydantic import BaseModel
 
 from mcp_server.backends.logmerge import SLOT, group_variants, render_values
 from mcp_server.backends.logseverity import (
     RANK,
     SeverityName,
+    info_miner,
     is_frame,
     own_severity,
     strict_template,
 )
 from mcp_server.errors import InvalidInput
 
-# drain3 logs its start-up and state at INFO; never let that reach a stdio transport.
-logging.getLogger("drain3").setLevel(logging.WARNING)
-
 TEMPLATE_CHARS = 300  # an info template longer than this is cut
 MINE_CHARS = 5000  # only this much of a line is templated (masking cost is per character)
 _RESERVE = 700  # budget kept back for the headline, note and section headers
+# Errors are kept past the budget, but not past this: a flood of distinct failures must not
+# fill a model's context (the note says what was left out and how to see it).
+HARD_CAP_FACTOR = 5
+HARD_CAP_MIN = 20_000
 # (examples, example chars, latest-line chars, compact placeholders, values per slot),
 # from rich to lean: examples go first, then the spelling and the values of variable parts
 _DETAIL_LEVELS: tuple[tuple[int, int, int, bool, int | None], ...] = (
@@ -53,41 +51,6 @@ _DETAIL_LEVELS: tuple[tuple[int, int, int, bool, int | None], ...] = (
 )
 _RANK = RANK
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # keeps tab
-
-_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-# Info-line masks for drain3: (regex, name, a substring the regex needs, so most lines skip it).
-# Order matters: the wide patterns first, plain numbers last.
-_MASKS = (
-    (
-        r"\d{4}[-/]\d{2}[-/]\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2}\b)?",
-        "TS",
-        ":",
-    ),
-    (rf"\b{_MONTH} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}\b", "TS", ":"),
-    (r"\b\d{2}:\d{2}:\d{2}(?:[.,]\d+)?\b", "TS", ":"),
-    (
-        r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
-        "UUID",
-        "-",
-    ),
-    (r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b", "IP", "."),
-    (r"\b0x[0-9a-fA-F]+\b", "HEX", "0x"),
-    (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b", "HEX", ""),
-    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?", "NUM", ""),
-)
-
-
-class _GuardedMasker:
-    """drain3's masker interface, skipping each regex on lines without its needed substring."""
-
-    def __init__(self) -> None:
-        self.rules = [(re.compile(p), f"<{name}>", need) for p, name, need in _MASKS]
-
-    def mask(self, content: str) -> str:
-        for pattern, rep, need in self.rules:
-            if need in content:
-                content = pattern.sub(rep, content)
-        return content
 
 
 class TemplateStat(BaseModel):
@@ -186,7 +149,9 @@ def summarize(lines: Sequence[str], budget_chars: int = 6000, latest: int = 10) 
     )
     recent = [_clean(line) for line in lines[len(lines) - latest :]] if latest else []
     room = budget_chars - _RESERVE
-    severe_shown, recent_shown, level, used = _fit_mandatory(severe, recent, room)
+    hard = max(HARD_CAP_FACTOR * budget_chars, HARD_CAP_MIN)
+    severe_shown, recent_shown, level, used = _fit_mandatory(severe, recent, room, hard)
+    cut = severe[len(severe_shown) :]
     kept = _fill(info, room - used)
     counts = _line_counts(stats)
     while True:  # the reserve covers the headline and note; this only guards the estimate
@@ -207,7 +172,7 @@ def summarize(lines: Sequence[str], budget_chars: int = 6000, latest: int = 10) 
             budget_chars=budget_chars,
             compact=_DETAIL_LEVELS[level][3],
             max_values=_DETAIL_LEVELS[level][4],
-            note=_note(omitted, level, used > room, budget_chars),
+            note=_note(omitted, level, used > room, budget_chars, cut),
         )
         if not kept or len(summary.render()) <= budget_chars:
             return summary
@@ -237,20 +202,9 @@ class _Acc:
     trace_lines: int = 0
 
 
-def _miner(sim_th: float) -> TemplateMiner:
-    config = TemplateMinerConfig()  # built in code: no drain3.ini lookup, no persistence
-    config.drain_sim_th = sim_th
-    config.drain_depth = 5
-    config.profiling_enabled = False
-    config.masking_instructions = [MaskingInstruction(p, name) for p, name, _ in _MASKS]
-    miner = TemplateMiner(persistence_handler=None, config=config)
-    miner.masker = _GuardedMasker()  # same interface as drain3.LogMasker, cheaper
-    return miner
-
-
 def _cluster(lines: Sequence[str]) -> list[TemplateStat]:
     """Errors/warnings by strict template, frames folded into them; info lines by drain3."""
-    miner = _miner(0.5)
+    miner = info_miner(0.5)
     found: dict[tuple[str, str | int], _Acc] = {}
     parent: _Acc | None = None
     for number, raw in enumerate(lines, start=1):
@@ -344,14 +298,19 @@ def _cost(blocks: Sequence[str]) -> int:
 
 
 def _fit_mandatory(
-    severe: list[TemplateStat], recent: list[str], room: int
+    severe: list[TemplateStat], recent: list[str], room: int, hard: int
 ) -> tuple[list[TemplateStat], list[str], int, int]:
-    """Errors/warnings and latest lines at the richest detail level that fits `room`."""
+    """Errors/warnings and latest lines at the richest detail level that fits `room`; past
+    the last level, templates beyond the `hard` cap are left out (the caller says so)."""
     for level, (examples, chars, recent_chars, compact, values) in enumerate(_DETAIL_LEVELS):
         shown = [_with_examples(s, examples, chars) for s in severe]
         latest = [_cut(line, recent_chars) for line in recent]
-        used = _cost([s.block(compact, values) for s in shown]) + _cost(latest)
+        costs = [len(s.block(compact, values)) + 1 for s in shown]
+        used = sum(costs) + _cost(latest)
         if used <= room or level == len(_DETAIL_LEVELS) - 1:
+            while shown and used > hard:  # a flood of distinct failures: keep the first ones
+                shown.pop()
+                used -= costs.pop()
             return shown, latest, level, used
     raise AssertionError("unreachable")
 
@@ -368,14 +327,22 @@ def _fill(info: list[TemplateStat], room: int) -> list[TemplateStat]:
     return kept
 
 
-def _note(omitted: list[TemplateStat], level: int, over: bool, budget: int) -> str | None:
+def _note(
+    omitted: list[TemplateStat], level: int, over: bool, budget: int, cut: list[TemplateStat]
+) -> str | None:
     parts = []
+    if cut:
+        lines = sum(s.count for s in cut)
+        parts.append(
+            f"{len(cut)} more error/warning templates ({lines} lines, from L{cut[0].first_line}) "
+            "not shown: past the hard cap; use grep or a larger budget"
+        )
     if omitted:
         lines = sum(s.count for s in omitted)
         parts.append(f"{len(omitted)} info templates ({lines} lines) omitted to fit {budget} chars")
     if level:
         parts.append("examples were shortened to keep every error and warning template")
-    if over:
+    if over and not cut:
         parts.append(f"errors and warnings alone exceed the {budget}-char budget; all kept")
     return "; ".join(parts) or None
 

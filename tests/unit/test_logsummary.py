@@ -292,3 +292,13 @@ def test_drain3_is_quiet_and_ignores_a_config_file_in_cwd(
         summary = summarize(["INFO service started on port 8080"])
     assert not [r for r in caplog.records if r.name.startswith("drain3")]
     assert summary.templates[0].template == "INFO service started on port <NUM>"
+
+
+def test_a_flood_of_distinct_errors_stops_at_the_hard_cap_and_says_so() -> None:
+    lines = [f"ERROR {_name(i)}a {_name(i * 7)}b {_name(i * 13)}c broke" for i in range(3000)]
+    summary = summarize(lines, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert summary.note and "not shown: past the hard cap" in summary.note
+    shown = [t for t in summary.templates if t.severity == "error"]
+    assert shown[0].first_line == 1 and len(shown) < 3000
