@@ -128,7 +128,7 @@ class LogSummary(BaseModel):
         return "\n".join(out)
 
 
-def summarize(lines: Sequence[str], budget_chars: int = 6000, latest: int = 10) -> LogSummary:
+def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10) -> LogSummary:
     """Cluster `lines` into templates and keep what matters within `budget_chars`.
 
     Every error and warning template is kept (their examples, then their variable parts,

@@ -13,7 +13,7 @@ from mcp_server.deps import deps_of
 from mcp_server.logsources import read_source
 from mcp_server.tools._common import MAX_OUTPUT_CHARS, READ_ONLY, add_tool, bounded_tail
 
-SUMMARY_BUDGET = 12_000  # chars; every error template is kept even past it (see logsummary)
+SUMMARY_BUDGET = 10_000  # chars; every error template is kept even past it (see logsummary)
 SUMMARY_BUDGET_MIN = 1000
 SUMMARY_BUDGET_MAX = 100_000
 SUMMARY_INPUT_LINES = 10_000
