@@ -154,6 +154,12 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "certificates",
         ),
         (r"^\s*Usage: ", 1, "usage"),
+        (r"cannot assign requested address|\bEADDRNOTAVAIL\b", 3, "bind address"),
+        (
+            r"(?:role|user|database|schema|bucket|topic|keyspace|vhost) \"?[\w.-]+\"? does not exist|Unknown database",
+            2.5,
+            "unknown name",
+        ),
         (
             r"directive\b.{0,40}\b(?:not terminated|unknown|invalid|is not allowed|duplicate)|unknown directive",
             3.5,
@@ -176,13 +182,17 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         ),
         (r"KeyError: '[A-Z][A-Z0-9_]{2,}'", 3.5, "KeyError env"),
         (
-            r"password authentication failed|authentication failed|Access denied for user|invalid credentials",
+            r"password authentication failed|authentication failed|Access denied for user|invalid credentials"
+            r"|\bNOAUTH\b|\bWRONGPASS\b|authentication required|invalid (?:password|username|token|api key)|bad credentials",
             3.5,
             "credentials",
         ),
         (
-            r"(?:No such file or directory|(?:file|path) not found|FileNotFoundError).{0,60}"
-            + _CONFIG_WORD,
+            r"(?:No such file or directory|(?:file|path) not found|FileNotFound\w*).{0,60}"
+            + _CONFIG_WORD
+            + r"|"
+            + _CONFIG_WORD
+            + r"\S*.{0,30}(?:No such file or directory|not found)",
             2.5,
             "config file missing",
         ),
@@ -193,7 +203,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         ),
         (
             r"executable file not found|command not found|no such file or directory.{0,30}exec|exec format error"
-            r"|\bexec\b.{0,60}\bfailed\b.{0,40}no such file",
+            r"|\bexec\b.{0,60}\bfailed\b.{0,40}no such file|missing script|no such (?:command|script)",
             2.5,
             "entrypoint",
         ),
@@ -211,7 +221,11 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "connect timeout",
         ),
         (r"\btimed out\b|\btimeout\b", 1, "timeout"),
-        (r"ReadTimeout|ConnectTimeout|ConnectionTimeout|read timed out", 3, "client timeout"),
+        (
+            r"ReadTimeout|ConnectTimeout|ConnectionTimeout|read timed out|\bi/o timeout\b",
+            3,
+            "client timeout",
+        ),
         (
             r"getaddrinfo|\bEAI_AGAIN\b|\bENOTFOUND\b|Name or service not known|name resolution|no such host",
             3.5,
@@ -229,6 +243,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         ),
         (
             r"could(?: not|n't) connect|cannot connect|unable to connect|can't connect|cannot_connect|failed to connect"
+            r"|failed to (?:obtain|acquire|get|open) (?:a |the )?(?:\w+ )?connection"
+            r"|Communications link failure|Connection is not available"
             r"|connection\b.{0,60}\bcould not be established|(?:broker|server|service|database|host) (?:may )?(?:not be|is not|isn't) (?:available|reachable|ready)",
             3,
             "cannot connect",
@@ -262,6 +278,11 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
         ),
         (r"panicked at|called `(?:Option|Result)::unwrap\(\)`", 3, "rust panic"),
         (r"^\s*panic:|goroutine \d+ \[running\]", 2, "go panic"),
+        (
+            r"concurrent map (?:writes|read and map write)|all goroutines are asleep|DATA RACE|deadlock detected",
+            3,
+            "concurrency",
+        ),
         (
             r"FunctionClauseError|CaseClauseError|MatchError|UndefinedFunctionError|ArithmeticError",
             3,
