@@ -290,6 +290,19 @@ SHAPES: list[tuple[str, list[str]]] = [
         ["runtime/cgo: pthread_create failed: Resource temporarily unavailable", "SIGABRT: abort"],
     ),
     ("resource", ['ERROR: could not extend file "base/1/2": No space left on device']),
+    ("config", ['FATAL:  role "app" does not exist']),
+    ("config", ["redis.exceptions.AuthenticationError: NOAUTH Authentication required."]),
+    ("config", ["listen tcp 10.0.0.99:8080: bind: cannot assign requested address"]),
+    (
+        "config",
+        ["Caused by: java.io.FileNotFoundException: /config/app.yml (No such file or directory)"],
+    ),
+    ("dependency", ["dial tcp 10.0.0.5:5432: i/o timeout"]),
+    (
+        "dependency",
+        ["PoolInitializationException: Failed to initialize pool: Communications link failure"],
+    ),
+    ("code", ["fatal error: concurrent map writes", "goroutine 51 [running]:"]),
 ]
 
 
