@@ -140,6 +140,43 @@ def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10
     if latest < 0:
         raise InvalidInput(f"latest must be zero or more, got {latest}")
     stats = _cluster(lines)
+    severe, info = _ordered(stats)
+    recent = [_clean(line) for line in lines[len(lines) - latest :]] if latest else []
+    room = budget_chars - _RESERVE
+    hard = max(HARD_CAP_FACTOR * budget_chars, HARD_CAP_MIN)
+    severe_shown, recent_shown, level, used = _fit_mandatory(severe, recent, room, hard)
+    base = LogSummary(
+        lines_total=len(lines),
+        chars_total=sum(len(line) for line in lines),
+        templates_total=len(severe) + len(info),
+        templates_by_severity={n: sum(s.severity == n for s in [*severe, *info]) for n in _RANK},
+        lines_by_severity=_line_counts(stats),
+        templates=severe_shown,
+        latest=recent_shown,
+        budget_chars=budget_chars,
+        compact=_DETAIL_LEVELS[level][3],
+        max_values=_DETAIL_LEVELS[level][4],
+    )
+    cut = severe[len(severe_shown) :]
+    kept = _fill(info, room - used)
+    while True:  # the reserve covers the headline and note; this only guards the estimate
+        shown = {k.template_key() for k in kept}
+        omitted = [s for s in info if s.template_key() not in shown]
+        summary = base.model_copy(
+            update={
+                "templates": [*severe_shown, *kept],
+                "omitted_templates": len(omitted),
+                "omitted_lines": sum(s.count for s in omitted),
+                "note": _note(omitted, level, used > room, budget_chars, cut),
+            }
+        )
+        if not kept or len(summary.render()) <= budget_chars:
+            return summary
+        kept.pop()
+
+
+def _ordered(stats: list[TemplateStat]) -> tuple[list[TemplateStat], list[TemplateStat]]:
+    """Errors then warnings (merged, in order of first seen); info by frequency."""
     severe = sorted(
         _merge([s for s in stats if s.severity != "info"]),
         key=lambda s: (-_RANK[s.severity], s.first_line),
@@ -147,36 +184,7 @@ def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10
     info = sorted(
         (s for s in stats if s.severity == "info"), key=lambda s: (-s.count, s.first_line)
     )
-    recent = [_clean(line) for line in lines[len(lines) - latest :]] if latest else []
-    room = budget_chars - _RESERVE
-    hard = max(HARD_CAP_FACTOR * budget_chars, HARD_CAP_MIN)
-    severe_shown, recent_shown, level, used = _fit_mandatory(severe, recent, room, hard)
-    cut = severe[len(severe_shown) :]
-    kept = _fill(info, room - used)
-    counts = _line_counts(stats)
-    while True:  # the reserve covers the headline and note; this only guards the estimate
-        shown = {k.template_key() for k in kept}
-        omitted = [s for s in info if s.template_key() not in shown]
-        summary = LogSummary(
-            lines_total=len(lines),
-            chars_total=sum(len(line) for line in lines),
-            templates_total=len(severe) + len(info),
-            templates_by_severity={
-                n: sum(s.severity == n for s in [*severe, *info]) for n in _RANK
-            },
-            lines_by_severity=counts,
-            templates=[*severe_shown, *kept],
-            latest=recent_shown,
-            omitted_templates=len(omitted),
-            omitted_lines=sum(s.count for s in omitted),
-            budget_chars=budget_chars,
-            compact=_DETAIL_LEVELS[level][3],
-            max_values=_DETAIL_LEVELS[level][4],
-            note=_note(omitted, level, used > room, budget_chars, cut),
-        )
-        if not kept or len(summary.render()) <= budget_chars:
-            return summary
-        kept.pop()
+    return severe, info
 
 
 def classify(line: str, above: SeverityName = "info") -> SeverityName:
