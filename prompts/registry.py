@@ -25,6 +25,7 @@ EVIDENCE_LINES = 10_000  # read for the summary: the whole story, not only the l
 EVIDENCE_CHARS = 8000  # the summary's budget; every error template is kept even past it
 EVIDENCE_MAX_CHARS = 20_000  # hard cap of the framed evidence in the prompt
 TIMELINE_ENTRIES = 25
+TIMELINE_MAX_CHARS = 6000
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
@@ -41,7 +42,12 @@ async def render_rca(deps: Deps, incident_id: int) -> str:
         incident_id=inc.id,
         target=inc.target,
         incident=_incident_text(inc),
-        timeline=_timeline_text(inc),
+        timeline=frame_untrusted(  # RCA summaries and notes in it may quote log text
+            _timeline_text(inc),
+            f"the timeline of incident {inc.id} (notes and stored RCA text)",
+            max_chars=TIMELINE_MAX_CHARS,
+            redactor=deps.redactor,
+        ),
         evidence=await _evidence(deps, inc),
         metrics=await _metrics(deps),
         history=await _history(deps, inc),
