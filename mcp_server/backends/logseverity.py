@@ -72,7 +72,9 @@ _WARN_WORDS = ("warn", "deprecat")
 _NEGATED = re.compile(
     r"\b(?:no|0|zero|without|never|none)\s+(?:\w+\s+)?(?:errors?|failures?|failed|warnings?"
     r"|exceptions?|timeouts?|panics?)\w*"
-    r"|\b(?:errors?|failures?|failed|fails|warnings?|exceptions?|timeouts?)\w*\s*[=:]\s*\"?0\b",
+    r"|\b(?:errors?|failures?|failed|fails|warnings?|exceptions?|timeouts?)\w*\s*[=:]\s*\"?0\b"
+    # empty fields of structured logs: "error": null, err="", exception=None
+    r"|\b(?:errors?|err|failures?|exceptions?)\"?\s*[=:]\s*(?:null|none|nil|false|\"\"|''|\[\]|\{\})",
     re.IGNORECASE,
 )
 # Stack frames and other continuation lines: they belong to the error above them.

@@ -210,6 +210,8 @@ def test_stack_frames_fold_into_their_error() -> None:
         # negations
         ("backup done: no errors, 0 failures", "info"),
         ("tests: failed=0 errors=0", "info"),
+        ('{"level":"info","msg":"request served","error":null,"exception":""}', "info"),
+        ("level=info msg=done err=nil", "info"),
     ],
 )
 def test_classify(line: str, expected: str) -> None:
