@@ -200,19 +200,38 @@ def _fact_hits(incident: dict[str, Any]) -> list[Hit]:
     detail = incident.get("detail") or {}
     detail = detail if isinstance(detail, dict) else {}
     title = _cut(str(incident.get("title") or ""))
+    state, health_log = _inspected(incident)
     out: list[Hit] = []
-    oom = detail.get("oom_killed") is True or detail.get("OOMKilled") is True
+    oom = any(d.get(k) is True for d in (detail, state) for k in ("oom_killed", "OOMKilled"))
     if oom or str(incident.get("symptom")) == "oom":
         line = title or "OOMKilled: the kernel OOM killer ended it"
+        if str(incident.get("symptom")) != "oom":
+            line = "OOMKilled=true: the kernel OOM killer ended it (container state)"
         out.append(Hit("oom", OOM_FACT_WEIGHT, -1, source, line, "OOMKilled"))
-    code = _exit_code(detail)
+    code = _exit_code(detail) if _exit_code(detail) is not None else _int(state.get("exit_code"))
     if code in EXIT_CODES and not oom:
         category, weight, why = EXIT_CODES[code]
         out.append(Hit(category, weight, -1, source, f"exit code {code}: {why}", why))
-    error = detail.get("error")
-    if isinstance(error, str) and error.strip():  # a probe's error is matched like a line
-        out += _line_hits(-1, source, error)
+    for error in [detail.get("error"), state.get("error"), *health_log]:
+        if isinstance(error, str) and error.strip():  # probe/engine errors are matched as lines
+            out += _line_hits(-1, source, error)
     return out
+
+
+def _inspected(incident: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The container's state and health-check outputs, when the runner added an inspect."""
+    inspect = incident.get("inspect")
+    if not isinstance(inspect, dict):
+        return {}, []
+    state, health = _dict(inspect.get("state")), _dict(inspect.get("health"))
+    runs = health.get("log")
+    runs = runs if isinstance(runs, list) else []
+    outputs = [str(r.get("output", "")) for r in runs if isinstance(r, dict) and r.get("exit_code")]
+    return state, outputs
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _exit_code(detail: dict[str, Any]) -> int | None:

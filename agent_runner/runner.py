@@ -97,6 +97,9 @@ class Runner:
         target = inc["target"]
         await self.note(incident_id, "triage started", status="diagnosing")
         evidence = await self._evidence(target)
+        if target.startswith("container:"):  # the engine's facts: OOMKilled, exit, health log
+            ok, detail = await self.call("inspect_container", name=target.partition(":")[2])
+            inc = {**inc, "inspect": detail} if ok else inc
         rca = await self.advisor.advise(inc, evidence, self.client)
         ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
         if not ok:

@@ -362,3 +362,23 @@ def test_engine_timestamps_and_compose_prefixes_do_not_hide_anchored_cues() -> N
     rca = triage(incident(), logs)
     assert rca.category == "code" and rca.evidence[0].line == logs[0][1]
     assert "Runner-up: none" in rca.summary
+
+
+def _inspect(**state: Any) -> dict[str, Any]:
+    return {"name": "web", "state": {"status": "exited", **state}}
+
+
+def test_inspect_state_from_the_runner_is_a_fact() -> None:
+    killed = incident(detail={"exit_code": 137}, inspect=_inspect(oom_killed=True, exit_code=137))
+    rca = triage(killed, NOISE)
+    assert rca.category == "oom" and rca.confidence >= 0.9
+    assert rca.evidence[0].source == "incident:7" and "OOMKilled=true" in rca.evidence[0].line
+    stopped = incident(detail={"exit_code": 137}, inspect=_inspect(oom_killed=False))
+    assert triage(stopped, NOISE).category == "unknown"
+
+
+def test_failing_health_checks_are_matched_like_lines() -> None:
+    runs = [{"exit_code": 1, "output": "check: cannot write /data/probe: No space left on device"}]
+    inc = incident(symptom="unhealthy", detail={}, inspect={**_inspect(), "health": {"log": runs}})
+    rca = triage(inc, NOISE)
+    assert rca.category == "resource" and rca.evidence[0].source == "incident:7"
