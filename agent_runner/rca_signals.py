@@ -2,7 +2,8 @@
 """The evidence the rules RCA weighs: one table of log cues per category, plus container facts.
 
 Each cue is a regex (case-insensitive unless said otherwise) and a weight. Weights follow one
-scale so categories compare: 4 = names the cause outright (ENOSPC, EADDRINUSE, OOMKilled),
+scale so categories compare: 6 = the kernel's own verdict (its OOM-killer line), 4-4.5 =
+names the cause outright (ENOSPC, EADDRINUSE, OOMKilled),
 3 = a specific cause shape (a refused connection, a missing required setting, a nil
 dereference), 2 = typical of the category but seen elsewhere too, 1 = a generic crash shape
 that only decides when nothing better is there (a bare traceback). A negative weight is
