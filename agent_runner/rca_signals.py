@@ -51,6 +51,11 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "OOM killer",
         ),
         (r"heap (?:limit|out of memory)|allocation failed.*heap|Java heap space", 4, "heap"),
+        (
+            r"GC overhead|spent \[?[\d.]+m?s\]? collecting in the last|allocation stall",
+            2.5,
+            "GC thrash",
+        ),
         (r"insufficient memory|cannot allocate memory|\bENOMEM\b|errno[ =:]*12\b", 3, "ENOMEM"),
         (r"(?:mmap|malloc|alloc\w*)\b.{0,40}\bfail", 2, "allocation failed"),
         (r"killed by signal 9|terminated by SIGKILL|signal: killed", 1, "SIGKILL"),
@@ -82,7 +87,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
     ),
     "port_conflict": _cues(
         (r"address\s+(?:already\s+)?in\s+use|\bEADDRINUSE\b", 4.5, "address in use"),
-        (r"port is already allocated|port \d+ is (?:already )?in use", 4.5, "port taken"),
+        (r"port is already allocated|port \d+ (?:is|was) (?:already )?in use", 4.5, "port taken"),
         (r"another (?:\w+ )?(?:is )?already running on port", 3, "another on port"),
         (r"Only one usage of each socket address", 4, "socket in use"),
         (
@@ -181,7 +186,6 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             3,
             "deprecated setting",
         ),
-        (r"KeyError: '[A-Z][A-Z0-9_]{2,}'", 3.5, "KeyError env"),
         (
             r"password authentication failed|authentication failed|Access denied for user|invalid credentials"
             r"|\bNOAUTH\b|\bWRONGPASS\b|authentication required|invalid (?:password|username|token|api key)|bad credentials",
@@ -197,6 +201,7 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             2.5,
             "config file missing",
         ),
+        (r"Cannot find module\b.{0,60}" + _CONFIG_WORD, 3.5, "config module missing"),
         (
             r"\bFATAL\b.{0,80}" + _CONFIG_WORD + r"|" + _CONFIG_WORD + r".{0,80}\bFATAL\b",
             2,
@@ -208,7 +213,9 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             2.5,
             "entrypoint",
         ),
-    ),
+    )
+    # case-sensitive: an UPPER_CASE key is an environment setting, 'amount' a data bug
+    + _cues((r"KeyError: '[A-Z][A-Z0-9_]{2,}'", 3.5, "KeyError env"), flags=0),
     "dependency": _cues(
         (
             r"connection\b.{0,80}\brefused|\bECONNREFUSED\b|errno[ =:]*111\b",

@@ -111,6 +111,8 @@ def test_exit_137_with_memory_words_is_oom() -> None:
 
 def test_exit_137_with_a_shell_killed_line_is_oom() -> None:
     assert triage(incident(detail={"exit_code": 137}), lines("Killed")).category == "oom"
+    gc = "[gc][124] overhead, spent [11s] collecting in the last [11.2s]"
+    assert triage(incident(detail={"exit_code": 137}), lines(gc)).category == "oom"
 
 
 def test_exit_137_after_a_requested_stop_is_unknown() -> None:
@@ -303,6 +305,9 @@ SHAPES: list[tuple[str, list[str]]] = [
         ["PoolInitializationException: Failed to initialize pool: Communications link failure"],
     ),
     ("code", ["fatal error: concurrent map writes", "goroutine 51 [running]:"]),
+    ("code", ["Traceback (most recent call last):", "KeyError: 'amount'"]),  # data, not env
+    ("config", ["Error: Cannot find module '/app/config/production.json'"]),
+    ("port_conflict", ["Web server failed to start. Port 8080 was already in use."]),
 ]
 
 
