@@ -182,10 +182,12 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             "invalid value",
         ),
         (
-            r"\bdeprecated\b.{0,40}\b(?:env|variable|setting|option)|is set but deprecated",
+            # a deprecation is fatal when the log says so (an error level, "no longer supported")
+            r"\b(?:error|fatal)\b.{0,60}\bdeprecated\b|\bdeprecated\b.{0,60}\b(?:no longer supported|removed|not supported)",
             3,
             "deprecated setting",
         ),
+        (r"\bdeprecated\b.{0,40}\b(?:env|variable|setting|option)", 1.5, "deprecation"),
         (
             r"password authentication failed|authentication failed|Access denied for user|invalid credentials"
             r"|\bNOAUTH\b|\bWRONGPASS\b|authentication required|invalid (?:password|username|token|api key)|bad credentials",

@@ -387,3 +387,10 @@ def test_failing_health_checks_are_matched_like_lines() -> None:
     inc = incident(symptom="unhealthy", detail={}, inspect={**_inspect(), "health": {"log": runs}})
     rca = triage(inc, NOISE)
     assert rca.category == "resource" and rca.evidence[0].source == "incident:7"
+
+
+def test_a_deprecation_warning_alone_does_not_decide() -> None:
+    warn = "WARNING: option 'timeout_ms' is deprecated, use 'timeout' instead"
+    assert triage(incident(), lines(warn)).confidence < 0.6
+    fatal = "error: RABBIT_FOO_SETTING is set but deprecated; refusing to start"
+    assert triage(incident(), lines(fatal)).category == "config"
