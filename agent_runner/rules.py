@@ -2,26 +2,27 @@
 
 `triage(incident, evidence)` looks at the incident the server's `get_incident` tool returned
 and at log lines read with `tail_logs`, and writes a real RCA whose evidence is the lines that
-matched, quoted exactly, with their source.
+decided it, quoted exactly, with their source.
 
 Log lines are untrusted. The rules only *match patterns* in them: a line can make the category
 one of the eight fixed categories, never anything else, and what the RCA recommends comes from
 this module, not from the line. The RCA is advice; policy decides what is done.
 
-Precedence when several categories match (first wins):
-oom > resource > port_conflict > permission > config > dependency > code > unknown.
-The order goes from the most specific, most causal signal to the most generic symptom:
+Scoring, not first match. Every category gathers weighted cues (`rca_signals.CUES`, one table
+per category) from the whole tail and from the container's facts (OOMKilled / an oom event,
+exit code, a probe's error). Per category the strongest line counts fully and each further
+line half as much as the one before, so twenty copies of one symptom do not outvote one
+cause. Two principles of order add to that:
 
-- oom: the kernel's verdict (exit 137, OOMKilled) explains every other line that follows it.
-- resource (disk full): a full disk makes writes fail, which then shows up as config-looking
-  or code-looking errors ("cannot write pid file", tracebacks), so it must win over those.
-- port_conflict: EADDRINUSE is unambiguous and says exactly what to fix.
-- permission before config: "permission denied" is the precise form of "cannot read config".
-- config before dependency: a wrong host name or password in the config also produces
-  connection errors; the config line is the cause, the connection error the effect.
-- dependency before code: a refused connection usually ends in a traceback; the traceback is
-  the symptom, the unreachable dependency the cause.
-- code last: tracebacks and panics are what almost every failure looks like in the end.
+- the first strong cue is usually the cause and what follows its symptoms (a refused
+  connection, then the traceback it raised), so it gets a bonus;
+- a cue on the line that ended the process (FATAL, panic, [emerg], aborting) gets a bonus.
+
+Negated cues ("0 errors", "no error", `OOMKilled: false`) do not count, or count against.
+Exit 137 without an OOM verdict is a SIGKILL (docker stop, Ctrl-C, a kill), not an OOM: it
+is said so and the logs decide. A weak top score or a tie gives `unknown` at low confidence.
+The summary names the runner-up category and both scores; confidence grows with the score
+and with its lead over the runner-up.
 
 restart_safe per category (would a restart help without making things worse?):
 
@@ -40,155 +41,69 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent_runner.rca_signals import (
+    CUES,
+    EXIT_CODES,
+    FATAL_BONUS,
+    FATAL_LINE,
+    FIRST_CAUSE_BONUS,
+    NEGATION,
+    OOM_FACT_WEIGHT,
+    STRONG,
+)
 from mcp_server.models import Evidence, Rca, RcaCategory
 
 MAX_EVIDENCE = 5
 #: Longer lines are cut in the RCA (the cut is marked); the full line stays in the logs.
 MAX_LINE_CHARS = 1000
+#: Only this much of a line is matched (cues sit at the start; cost is per character).
+MATCH_CHARS = 2000
+#: Below this top score, or with a lead smaller than TIE, the answer is `unknown`.
+MIN_SCORE = 1.0
+TIE = 0.25
 #: Signals that are not log lines (exit code, incident detail) are quoted from this source.
 _FACT_SOURCE = "incident:{id}"
 
-
-@dataclass(frozen=True)
-class Rule:
-    """A category, the patterns that show it, and how sure a match makes us."""
-
-    category: RcaCategory
-    patterns: tuple[re.Pattern[str], ...]
-    confidence: float
-    summary: str
-    recommendation: str
-
-
-def _rx(*patterns: str, flags: int = re.IGNORECASE) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(p, flags) for p in patterns)
-
-
-_CONFIG_FILE = r"\S*(?:conf|config|settings|\.ya?ml|\.json|\.toml|\.ini|\.env|\.properties|\.cfg)"
-
-#: In precedence order (see the module docstring); the first rule with a match wins.
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "oom",
-        _rx(
-            r"OOMKilled",
-            r"out of memory",
-            r"\boom[-_ ]?kill",
-            r"Killed process \d+",
-            r"OutOfMemoryError",
-            r"\bMemoryError\b",
-            r"Cannot allocate memory|\bENOMEM\b",
-            r"fatal error: runtime: out of memory",
-            r"JavaScript heap out of memory",
-        ),
-        0.85,
-        "{target} ran out of memory and was killed.",
+#: (summary, recommendation) per category; {target} is filled in.
+ADVICE: dict[str, tuple[str, str]] = {
+    "oom": (
+        "{target} ran out of memory.",
         "Raise the memory limit of {target} or find what grows (leak, unbounded cache, "
         "large batch); check read_metrics and the container's memory limit.",
     ),
-    Rule(
-        "resource",
-        _rx(
-            r"No space left on device",
-            r"\bENOSPC\b",
-            r"disk (?:is )?full",
-            r"Disk quota exceeded|\bEDQUOT\b",
-        ),
-        0.9,
-        "{target} failed because a disk is full.",
-        "Free disk space: call clean_disk(action='plan') to see what may be removed, then "
-        "apply that plan; check read_metrics for which filesystem is full.",
+    "resource": (
+        "{target} hit a resource limit (disk space, file descriptors, inotify watches, "
+        "processes or threads).",
+        "Free or raise the resource named in the evidence: for a full disk call "
+        "clean_disk(action='plan'); for nofile/inotify/pids limits raise the ulimit or sysctl "
+        "of the host or container. A restart hits the same limit.",
     ),
-    Rule(
-        "port_conflict",
-        _rx(
-            r"address already in use",
-            r"\bEADDRINUSE\b",
-            r"port is already allocated",
-            r"bind\(\) to \S+ failed",
-            r"Only one usage of each socket address",
-        ),
-        0.9,
+    "port_conflict": (
         "{target} could not bind its port: another process already uses it.",
         "Find what holds the port (another instance, a leftover process) and stop it, or "
         "configure {target} to use a free port. A restart will fail the same way.",
     ),
-    Rule(
-        "permission",
-        _rx(
-            r"permission denied",
-            r"\bEACCES\b",
-            r"\bEPERM\b",
-            r"operation not permitted",
-            r"PermissionError",
-            r"access is denied",
-        ),
-        0.8,
+    "permission": (
         "{target} was denied access to a file, directory or socket it needs.",
         "Fix the ownership or mode of the path named in the evidence, or the user {target} "
         "runs as (volume mounts often change owners). A restart will not help.",
     ),
-    Rule(
-        "config",
-        _rx(
-            rf"No such file or directory.*{_CONFIG_FILE}",
-            rf"{_CONFIG_FILE}.*No such file or directory",
-            rf"FileNotFoundError.*{_CONFIG_FILE}",
-            r"invalid config",
-            r"configuration (?:error|is invalid|file not found)",
-            r"missing required",
-            r"required (?:setting|option|environment variable|env var)",
-            r"KeyError: '[A-Z][A-Z0-9_]{2,}'",
-            r"env(?:ironment)? var(?:iable)?\b.*\b(?:not set|missing|required|undefined)",
-            r"\b(?:not set|missing|undefined)\b.*\benv(?:ironment)? var",
-            r"yaml\.(?:scanner|parser|constructor)\.|YAMLError|mapping values are not allowed",
-            r"unknown (?:option|directive|configuration key)",
-            r"password authentication failed|authentication failed|Access denied for user",
-        ),
-        0.7,
+    "config": (
         "{target} stopped because of a configuration error.",
         "Fix the configuration named in the evidence (file, environment variable or "
         "credential) and redeploy; a restart with the same configuration fails again.",
     ),
-    Rule(
-        "dependency",
-        _rx(
-            r"connection refused",
-            r"\bECONNREFUSED\b",
-            r"\bECONNRESET\b|connection reset by peer",
-            r"timed out|\bETIMEDOUT\b|deadline exceeded",
-            r"Name or service not known",
-            r"getaddrinfo",
-            r"Temporary failure in name resolution",
-            r"could not translate host name",
-            r"no such host",
-            r"No route to host|\bEHOSTUNREACH\b|Network is unreachable",
-            r"could not connect to",
-            r"upstream connect error",
-        ),
-        0.7,
+    "dependency": (
         "{target} could not reach a service it depends on (refused, timed out or not resolved).",
         "Check that the dependency named in the evidence is up and reachable from {target} "
         "(list_containers, probes); a restart with backoff is safe once it is back.",
     ),
-    Rule(
-        "code",
-        _rx(
-            r"Traceback \(most recent call last\)",
-            r"^\s*panic:|\bgoroutine \d+ \[running\]",
-            r"Exception in thread",
-            r"segmentation fault|\bSIGSEGV\b|core dumped",
-            r"Unhandled(?:Promise)?(?:Rejection| exception)|uncaught exception",
-            r"NullPointerException",
-        )
-        # case-sensitive: "ValueError: ..." is an exception, "ERROR: ..." is a log level
-        + _rx(r"\bFATAL\b", r"(?:^|\s)(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception):\s", flags=0),
-        0.6,
+    "code": (
         "{target} crashed with an error in its own code.",
-        "Read the traceback in the evidence and fix the bug or the input that triggers it; "
+        "Read the stack trace in the evidence and fix the bug or the input that triggers it; "
         "escalate to the owner of {target} if it repeats.",
     ),
-)
+}
 
 UNKNOWN_RECOMMENDATION = (
     "No known failure pattern in the logs. Read more with tail_logs (larger `lines`, "
@@ -204,24 +119,68 @@ _RESTART_SAFE: dict[str, bool] = {
     "resource": False,
     "port_conflict": False,
 }
+# "2024-05-01T10:00:00.1Z " (the engine's timestamps), "web-1  | ", "│ " (compose and k9s
+# prefixes) hide anchors such as "^panic:"
+_PREFIX = re.compile(
+    r"^\s*(?:\d{4}-\d\d-\d\dT[\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+)?"
+    r"(?:(?:[\w.@-]+(?: [\w.@-]+)?\s*\||│)\s?)?"
+)
+_SPACES = re.compile(r"\s{2,}")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One piece of evidence: a line (or a fact) that weighs `weight` for `category`."""
+
+    category: RcaCategory
+    weight: float
+    index: int  # position in the tail; facts come first (-1)
+    source: str
+    line: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    category: RcaCategory
+    confidence: float
+    scores: dict[RcaCategory, float]
+    runner_up: tuple[RcaCategory, float] | None
+    hits: list[Hit]
+    note: str = ""
 
 
 def triage(incident: dict[str, Any], evidence: list[tuple[str, str]]) -> Rca:
     """Write a rules RCA for `incident` (get_incident's JSON) from `(source, line)` log pairs."""
     target = str(incident.get("target") or "the target")
     count = _int(incident.get("count")) or 1
-    facts = _facts(incident)
     pairs = [(s, line) for s, line in evidence if line.strip()]
-    for rule in RULES:
-        hits = _matches(rule, pairs)
-        fact = facts.get(rule.category)
-        if not hits and fact is None:
-            continue
-        confidence = _confidence(rule, hits, fact is not None)
-        quoted = _quote(hits) or ([fact] if fact else [])
-        return _rca(incident, rule.category, quoted, confidence, count, rule=rule, target=target)
-    context = _quote(pairs[-MAX_EVIDENCE:])
-    return _rca(incident, "unknown", context, 0.2, count, rule=None, target=target)
+    verdict = diagnose(incident, pairs)
+    if verdict.category == "unknown":
+        quoted = _quote(verdict.hits) or [
+            Evidence(source=s, line=_cut(line)) for s, line in pairs[-MAX_EVIDENCE:]
+        ]
+    else:
+        quoted = _quote(verdict.hits)
+    return _rca(incident, verdict, quoted, count, target=target)
+
+
+def diagnose(incident: dict[str, Any], pairs: list[tuple[str, str]]) -> Verdict:
+    """Score every category on the facts and the tail; the winner, its runner-up and hits."""
+    hits = _fact_hits(incident) + _log_hits(pairs)
+    scores = _scores(hits)
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    (best, top), runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    second = runner[1] if runner else 0.0
+    note = ""
+    if top < MIN_SCORE:
+        best, note = "unknown", "no failure cue is strong enough"
+    elif best != "unknown" and runner and runner[0] != "unknown" and top - second < TIE:
+        note = f"{best} and {runner[0]} are tied"
+        best = "unknown"
+    confidence = _calibrate(best, top, second, bool(note))
+    cited = [h for h in hits if h.category == best and h.weight > 0]
+    return Verdict(best, confidence, scores, runner, cited, note)
 
 
 def rca_input(rca: Rca) -> dict[str, Any]:
@@ -232,76 +191,171 @@ def rca_input(rca: Rca) -> dict[str, Any]:
     )
 
 
-# --- internals -----------------------------------------------------------------------------
+# --- gathering evidence --------------------------------------------------------------------
 
 
-def _facts(incident: dict[str, Any]) -> dict[str, Evidence]:
-    """Signals from the incident itself (not from logs): exit code, OOM flag, probe error."""
+def _fact_hits(incident: dict[str, Any]) -> list[Hit]:
+    """Signals from the incident itself (not from logs): OOM verdict, exit code, probe error."""
     source = _FACT_SOURCE.format(id=incident.get("id", "?"))
     detail = incident.get("detail") or {}
     detail = detail if isinstance(detail, dict) else {}
-    title = str(incident.get("title") or "")
-    facts: dict[str, Evidence] = {}
-    exit_code = _int(detail.get("exit_code"))
-    oom_flag = detail.get("oom_killed") is True or detail.get("OOMKilled") is True
-    if str(incident.get("symptom")) == "oom" or oom_flag or exit_code == 137:
-        why = "OOMKilled" if oom_flag else f"exit code {exit_code}" if exit_code else "oom"
-        facts["oom"] = Evidence(source=source, line=_cut(title) or f"{why}")
-    error = detail.get("error")
-    if isinstance(error, str) and error.strip():
-        # a probe's error ("connection refused") is a fact about the target, matched like a line
-        for rule in RULES:
-            if any(p.search(error) for p in rule.patterns):
-                facts.setdefault(rule.category, Evidence(source=source, line=_cut(error)))
-                break
-    return facts
+    title = _cut(str(incident.get("title") or ""))
+    state, health_log = _inspected(incident)
+    out: list[Hit] = []
+    oom = any(d.get(k) is True for d in (detail, state) for k in ("oom_killed", "OOMKilled"))
+    if oom or str(incident.get("symptom")) == "oom":
+        line = title or "OOMKilled: the kernel OOM killer ended it"
+        if str(incident.get("symptom")) != "oom":
+            line = "OOMKilled=true: the kernel OOM killer ended it (container state)"
+        out.append(Hit("oom", OOM_FACT_WEIGHT, -1, source, line, "OOMKilled"))
+    code = _exit_code(detail) if _exit_code(detail) is not None else _int(state.get("exit_code"))
+    if code in EXIT_CODES and not oom:
+        category, weight, why = EXIT_CODES[code]
+        out.append(Hit(category, weight, -1, source, f"exit code {code}: {why}", why))
+    for error in [detail.get("error"), state.get("error"), *health_log]:
+        if isinstance(error, str) and error.strip():  # probe/engine errors are matched as lines
+            out += _line_hits(-1, source, error)
+    return out
 
 
-def _matches(rule: Rule, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(s, line) for s, line in pairs if any(p.search(line) for p in rule.patterns)]
+def _inspected(incident: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The container's state and health-check outputs, when the runner added an inspect."""
+    inspect = incident.get("inspect")
+    if not isinstance(inspect, dict):
+        return {}, []
+    state, health = _dict(inspect.get("state")), _dict(inspect.get("health"))
+    runs = health.get("log")
+    runs = runs if isinstance(runs, list) else []
+    outputs = [str(r.get("output", "")) for r in runs if isinstance(r, dict) and r.get("exit_code")]
+    return state, outputs
 
 
-def _confidence(rule: Rule, hits: list[tuple[str, str]], has_fact: bool) -> float:
-    """The rule's base confidence, a little more when several lines or a fact agree."""
-    if rule.category == "oom" and has_fact:
-        base = 0.9  # the kernel said so
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _exit_code(detail: dict[str, Any]) -> int | None:
+    code = _int(detail.get("exit_code"))
+    signal = _int(detail.get("signal"))
+    return 128 + signal if code is None and signal else code
+
+
+def _log_hits(pairs: list[tuple[str, str]]) -> list[Hit]:
+    hits: list[Hit] = []
+    for index, (source, line) in enumerate(pairs):
+        hits += _line_hits(index, source, line)
+    return hits
+
+
+def _line_hits(index: int, source: str, line: str) -> list[Hit]:
+    """The strongest cue per category on one line (negated cues skipped), fatal bonus added."""
+    text = _SPACES.sub(" ", _PREFIX.sub("", line[:MATCH_CHARS]))
+    bonus = FATAL_BONUS if FATAL_LINE.search(text) else 0.0
+    out: list[Hit] = []
+    for category, cues in CUES.items():
+        best: tuple[float, str] | None = None
+        for cue in cues:
+            m = cue.pattern.search(text)
+            if m is None or (
+                cue.weight > 0 and NEGATION.search(text[max(0, m.start() - 40) : m.start()])
+            ):
+                continue
+            if cue.weight < 0:
+                out.append(Hit(category, cue.weight, index, source, line, cue.label))
+            elif best is None or cue.weight > best[0]:
+                best = (cue.weight, cue.label)
+        if best is not None:
+            out.append(Hit(category, best[0] + bonus, index, source, line, best[1]))
+    return out
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+
+def _scores(hits: list[Hit]) -> dict[RcaCategory, float]:
+    """Per category: strongest line + half the next + a quarter the next...; negatives add."""
+    strong = [h for h in hits if h.index >= 0 and h.weight >= STRONG]
+    first = min((h.index for h in strong), default=None)
+    top_first = max((h.weight for h in strong if h.index == first), default=0.0)
+    causes = {h.category for h in strong if h.index == first and h.weight == top_first}
+    scores: dict[RcaCategory, float] = {"unknown": 0.0}
+    for category in {h.category for h in hits}:
+        mine = [h for h in hits if h.category == category]
+        positive = sorted((h.weight for h in mine if h.weight > 0), reverse=True)
+        score = sum(w * 0.5**k for k, w in enumerate(positive))
+        score += sum(h.weight for h in mine if h.weight < 0)
+        if category in causes:
+            score += FIRST_CAUSE_BONUS
+        scores[category] = round(score, 2)
+    return scores
+
+
+def _calibrate(category: RcaCategory, top: float, second: float, weak: bool) -> float:
+    """Confidence from the winning score and its lead (see the bench's per-band accuracy)."""
+    if weak:
+        return 0.2 if top < MIN_SCORE else 0.3
+    if category == "unknown":
+        return round(min(0.6, 0.3 + 0.075 * top), 2)
+    strength = min(1.0, top / 6.0)
+    lead = (top - max(second, 0.0)) / top
+    return round(min(0.95, 0.3 + 0.45 * strength + 0.2 * lead), 2)
+
+
+def _quote(hits: list[Hit]) -> list[Evidence]:
+    """The deciding lines: the heaviest hits, shown in the order they happened."""
+    chosen: list[Hit] = []
+    for hit in sorted(hits, key=lambda h: (-h.weight, h.index)):
+        if all((c.source, c.line) != (hit.source, hit.line) for c in chosen):
+            chosen.append(hit)
+        if len(chosen) == MAX_EVIDENCE:
+            break
+    chosen.sort(key=lambda h: h.index)
+    return [Evidence(source=h.source, line=_cut(h.line)) for h in chosen]
+
+
+def _summary(incident: dict[str, Any], verdict: Verdict, target: str) -> str:
+    if verdict.category == "unknown" and not verdict.hits:
+        head = f"{target}: {incident.get('title') or 'failed'}; no known failure pattern."
+    elif verdict.category == "unknown":
+        labels = sorted({h.label for h in verdict.hits})
+        head = f"{target}: no failure cause found; it looks like {', '.join(labels)}."
     else:
-        base = rule.confidence if hits else rule.confidence - 0.1
-    bonus = 0.05 * min(2, max(0, len(hits) - 1)) + (0.05 if hits and has_fact else 0.0)
-    return round(min(0.95, base + bonus), 2)
-
-
-def _quote(pairs: list[tuple[str, str]]) -> list[Evidence]:
-    return [Evidence(source=s, line=_cut(line)) for s, line in pairs[:MAX_EVIDENCE]]
+        head = ADVICE[verdict.category][0].format(target=target)
+        labels = list(dict.fromkeys(h.label for h in sorted(verdict.hits, key=lambda h: -h.weight)))
+        head += f" Decided by: {', '.join(labels[:4])}."
+    facts = [h.label for h in _fact_hits(incident) if "not confirmed" in h.label]
+    if facts and verdict.category != "oom":
+        head += f" Exit 137: {facts[0]}."
+    if verdict.note:
+        head += f" ({verdict.note}.)"
+    top = verdict.scores.get(verdict.category, 0.0)
+    runner = verdict.runner_up
+    if runner and runner[0] != verdict.category and runner[1] > 0:
+        head += f" Runner-up: {runner[0]} (score {runner[1]:g} vs {top:g})."
+    else:
+        head += f" Runner-up: none (score {top:g})."
+    return head
 
 
 def _rca(
-    incident: dict[str, Any],
-    category: RcaCategory,
-    evidence: list[Evidence],
-    confidence: float,
-    count: int,
-    *,
-    rule: Rule | None,
-    target: str,
+    incident: dict[str, Any], verdict: Verdict, evidence: list[Evidence], count: int, *, target: str
 ) -> Rca:
-    if rule is None:
-        summary = f"{target}: {incident.get('title') or 'failed'}; no known failure pattern."
+    category = verdict.category
+    if category == "unknown":
         recommendation = UNKNOWN_RECOMMENDATION
     else:
-        summary = rule.summary.format(target=target)
-        recommendation = rule.recommendation.format(target=target)
+        recommendation = ADVICE[category][1].format(target=target)
     safe = _RESTART_SAFE.get(category, count <= 1)
     if category in ("code", "oom") and not safe:
         recommendation += f" It has failed {count} times: do not restart again blindly."
     return Rca(
         incident_id=_int(incident.get("id")) or 0,
-        summary=summary[:2000],
+        summary=_summary(incident, verdict, target)[:2000],
         category=category,
         evidence=evidence,
         recommendation=recommendation[:2000],
         restart_safe=safe,
-        confidence=confidence,
+        confidence=verdict.confidence,
         author="rules",
     )
 

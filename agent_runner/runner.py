@@ -112,7 +112,11 @@ class Runner:
             logger.info("incident %s not triaged here: %s", incident_id, err)
             return
         self._handled[incident_id] = inc["count"]
-        evidence = await self._evidence(inc["target"])
+        target = inc["target"]
+        evidence = await self._evidence(target)
+        if target.startswith("container:"):  # the engine's facts: OOMKilled, exit, health log
+            ok, detail = await self.call("inspect_container", name=target.partition(":")[2])
+            inc = {**inc, "inspect": detail} if ok else inc
         rca = await self.advisor.advise(inc, evidence, self.client)
         ok, err = await self.call("record_rca", incident_id=incident_id, rca=rca)
         if not ok:

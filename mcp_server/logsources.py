@@ -16,9 +16,16 @@ SOURCES_HELP = (
 
 
 async def read_source(
-    deps: Deps, source: str, lines: int, since: datetime | None = None, grep: str | None = None
+    deps: Deps,
+    source: str,
+    lines: int,
+    since: datetime | None = None,
+    grep: str | None = None,
+    *,
+    max_line_chars: int = 2000,
 ) -> tuple[list[str], str | None]:
-    """(lines oldest first, note about anything cut) from one source."""
+    """(lines oldest first, note about anything cut) from one source; file lines longer than
+    `max_line_chars` are cut with a marker."""
     kind, _, name = source.partition(":")
     if not name:
         raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
@@ -39,7 +46,7 @@ async def read_source(
         path = resolve_under_roots(name, deps.settings.log_roots)
     else:
         raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
-    result = await atail_file(path, lines, grep=grep, since=since)
+    result = await atail_file(path, lines, grep=grep, since=since, max_line_chars=max_line_chars)
     return result.lines, result.note
 
 

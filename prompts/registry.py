@@ -10,6 +10,7 @@ from typing import Literal
 
 from fastmcp import Context, FastMCP
 
+from mcp_server.backends.logsummary import MINE_CHARS, summarize
 from mcp_server.core.holds import Holds, held_note
 from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import NotFound, OpsMedicError
@@ -21,9 +22,11 @@ from mcp_server.safety.redaction import frame_untrusted
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-EVIDENCE_LINES = 120
-EVIDENCE_CHARS = 8000
+EVIDENCE_LINES = 10_000  # read for the summary: the whole story, not only the last lines
+EVIDENCE_CHARS = 8000  # the summary's budget; every error template is kept even past it
+EVIDENCE_MAX_CHARS = 20_000  # hard cap of the framed evidence in the prompt
 TIMELINE_ENTRIES = 25
+TIMELINE_MAX_CHARS = 6000
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
@@ -40,7 +43,12 @@ async def render_rca(deps: Deps, incident_id: int) -> str:
         incident_id=inc.id,
         target=inc.target,
         incident=_incident_text(inc),
-        timeline=_timeline_text(inc),
+        timeline=frame_untrusted(  # RCA summaries and notes in it may quote log text
+            _timeline_text(inc),
+            f"the timeline of incident {inc.id} (notes and stored RCA text)",
+            max_chars=TIMELINE_MAX_CHARS,
+            redactor=deps.redactor,
+        ),
         evidence=await _evidence(deps, inc),
         metrics=await _metrics(deps),
         history=await _history(deps, inc),
@@ -82,11 +90,13 @@ async def _evidence(deps: Deps, inc: Incident) -> str:
     if kind not in ("container", "process", "job", "file"):
         return "(no log source for this target)"
     try:
-        lines, note = await read_source(deps, inc.target, EVIDENCE_LINES)
+        lines, note = await read_source(deps, inc.target, EVIDENCE_LINES, max_line_chars=MINE_CHARS)
     except OpsMedicError as exc:
         return f"(logs unavailable: {exc})"
-    text = "\n".join(lines) + (f"\n[{note}]" if note else "")
-    return frame_untrusted(text, inc.target, max_chars=EVIDENCE_CHARS, redactor=deps.redactor)
+    # errors first with counts and line ranges, then frequent info and the latest lines:
+    # a model sees every distinct failure within its budget, not only the last 120 lines
+    text = summarize(lines, budget_chars=EVIDENCE_CHARS).render() + (f"\n[{note}]" if note else "")
+    return frame_untrusted(text, inc.target, max_chars=EVIDENCE_MAX_CHARS, redactor=deps.redactor)
 
 
 async def _metrics(deps: Deps) -> str:

@@ -148,7 +148,7 @@ def test_errors_never_merge_into_info_templates() -> None:
     assert errors[0].last == lines[-1]
 
 
-def test_stack_trace_lines_inherit_the_error() -> None:
+def test_stack_frames_fold_into_their_error() -> None:
     lines = [
         "2024-01-01 10:00:00 INFO starting",
         "Traceback (most recent call last):",
@@ -156,13 +156,21 @@ def test_stack_trace_lines_inherit_the_error() -> None:
         "    run()",
         "ValueError: bad input",
         "2024-01-01 10:00:01 INFO still alive",
+        "java.lang.IllegalStateException: boom",
+        "\tat com.example.Main.run(Main.java:10)",
+        "Caused by: java.io.IOException: disk gone",
+        "\t... 3 more",
     ]
     summary = summarize(lines, latest=0)
-    severity = {t.last: t.severity for t in summary.templates}
-    assert severity['  File "/app/main.py", line 3, in <module>'.rstrip()] == "error"
-    assert severity["    run()"] == "error"
-    assert severity["ValueError: bad input"] == "error"
-    assert severity["2024-01-01 10:00:01 INFO still alive"] == "info"
+    by_last = {t.last: t for t in summary.templates}
+    assert by_last["Traceback (most recent call last):"].trace_lines == 2
+    assert by_last["ValueError: bad input"].severity == "error"
+    assert by_last["java.lang.IllegalStateException: boom"].trace_lines == 1
+    assert by_last["Caused by: java.io.IOException: disk gone"].severity == "error"
+    assert by_last["2024-01-01 10:00:01 INFO still alive"].severity == "info"
+    assert summary.lines_by_severity["trace"] == 4
+    text = summary.render()
+    assert "+2 trace lines" in text and "4 trace" in text.splitlines()[0]
 
 
 @pytest.mark.parametrize(
@@ -178,19 +186,86 @@ def test_stack_trace_lines_inherit_the_error() -> None:
         ("W0102 12:00:00.000 1 x.go:1] disk", "warning"),
         ("INFO 0 errors found", "info"),
         ("processed 12 items without error_count", "info"),
+        # failure words without any level, in any case
+        ("sshd[12]: Failed password for root from 10.0.0.1 port 22", "error"),
+        ("kernel: EXT4-fs error (device sda1): htree_dirblock_to_tree", "error"),
+        ("mount: /data: cannot mount read-only", "error"),
+        ("connection to 10.0.0.2 timed out after 30s", "error"),
+        ("ata1.00: status: { DRDY ERR }", "error"),
+        ("md/raid:md0: read error corrected (8 sectors at 2048 on sdb1)", "error"),
+        ("Process 412 (java) killed by signal 9", "error"),
+        # structured levels
+        ('{"severity":"ERROR","message":"checkpoint starting"}', "error"),
+        ("<11>1 2024-01-01T00:00:00Z host app - - - disk check", "error"),
+        ("<12>Jan  1 00:00:00 host app: disk check", "warning"),
+        ("<14>Jan  1 00:00:00 host app: disk check", "info"),
+        ("01-01 10:00:00.123  412  433 E AndroidRuntime: FATAL EXCEPTION: main", "error"),
+        ("E/ActivityManager(  412): ANR in com.example", "error"),
+        ("W/System.err( 3093): at java.lang.Thread.run(Thread.java:856)", "warning"),
+        ("SEVERE: Servlet.service() threw exception", "error"),
+        ("Mar 03 10:00:00 host kernel: usb 1-1: device descriptor read/64, error -71", "error"),
+        # an explicit info level with failure words: kept, as a warning
+        ('level=info msg="retry after failed lease"', "warning"),
+        ("INFO - warning: method `x` is never used", "warning"),
+        # negations
+        ("backup done: no errors, 0 failures", "info"),
+        ("tests: failed=0 errors=0", "info"),
+        ('{"level":"info","msg":"request served","error":null,"exception":""}', "info"),
+        ("level=info msg=done err=nil", "info"),
     ],
 )
 def test_classify(line: str, expected: str) -> None:
     assert classify(line) == expected
 
 
+def _name(i: int) -> str:
+    return "".join(chr(97 + (i // 26**k) % 26) for k in range(3))
+
+
 def test_error_templates_are_kept_even_over_budget() -> None:
-    lines = [
-        f"ERROR failure kind{i} " + " ".join(f"w{i}x{j}" for j in range(i % 7)) for i in range(120)
-    ]
+    lines = [f"ERROR {_name(i)} failure in {_name(i + 7)}z module" for i in range(120)]
     summary = summarize(lines, budget_chars=1000, latest=3)
     assert sum(t.severity == "error" for t in summary.templates) == summary.templates_total
+    assert summary.templates_total == 120
     assert summary.note and "exceed" in summary.note
+    text = summary.render()
+    assert all(f" {_name(i)} failure in {_name(i + 7)}z module" in text for i in range(120))
+
+
+def test_templates_differing_in_one_word_merge_with_their_values() -> None:
+    users = ["admin", "oracle", "test", "admin", "guest"]
+    lines = [f"sshd[{i}]: Invalid user {u} from 10.0.0.{i}" for i, u in enumerate(users)]
+    summary = summarize(lines, latest=0)
+    (stat,) = summary.templates
+    assert stat.count == 5 and stat.values[0] == "admin"
+    assert set(stat.values) == {"admin", "oracle", "test", "guest"}
+    assert "Invalid user {admin|" in summary.render()
+
+
+def test_tight_budget_shortens_examples_then_variable_parts_never_constant_words() -> None:
+    shapes = [f"ERROR {_name(i)}x backend {_name(i + 3)}y unreachable" for i in range(30)]
+    users = [f"WARN login refused for user {_name(i)}q" for i in range(200)]
+    info = [f"INFO request {i} served in {i % 50}ms from cache" for i in range(2000)]
+    lines = [*info, *shapes, *users]
+    roomy = summarize(lines, budget_chars=20000)
+    tight = summarize(lines, budget_chars=2500)
+    assert roomy.max_values is None and not roomy.compact
+    assert tight.max_values is not None and tight.compact
+    assert not [t for t in tight.templates if t.severity == "info"]  # info went first
+    text = tight.render()
+    for shape in shapes:
+        assert shape.removeprefix("ERROR ") in text  # constant and variable words of errors
+    assert "login refused for user {" in text and "more}" in text  # values shortened
+    assert len(roomy.render()) <= 20000
+
+
+def test_header_counts_are_true() -> None:
+    lines = noisy_log()
+    summary = summarize(lines, budget_chars=3000)
+    by = summary.lines_by_severity
+    assert by["error"] + by["warning"] + by["info"] + by["trace"] == len(lines)
+    head = summary.render().splitlines()[0]
+    assert f"{len(lines)} lines" in head and f"{by['error']} error," in head
 
 
 def test_control_characters_are_stripped_and_empty_input_is_fine() -> None:
@@ -219,3 +294,13 @@ def test_drain3_is_quiet_and_ignores_a_config_file_in_cwd(
         summary = summarize(["INFO service started on port 8080"])
     assert not [r for r in caplog.records if r.name.startswith("drain3")]
     assert summary.templates[0].template == "INFO service started on port <NUM>"
+
+
+def test_a_flood_of_distinct_errors_stops_at_the_hard_cap_and_says_so() -> None:
+    lines = [f"ERROR {_name(i)}a {_name(i * 7)}b {_name(i * 13)}c broke" for i in range(3000)]
+    summary = summarize(lines, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert summary.note and "not shown: past the hard cap" in summary.note
+    shown = [t for t in summary.templates if t.severity == "error"]
+    assert shown[0].first_line == 1 and len(shown) < 3000
