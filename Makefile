@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps run test lint bench clean distclean
+.PHONY: help venv deps run test test-fast lint bench clean distclean
 
 help:
-	@echo "make run | test [PYTEST_ARGS=...] | lint | bench | clean | distclean"
+	@echo "make run | test [PYTEST_ARGS=...] | test-fast | lint | bench | clean | distclean"
 
 # Reinstalled whenever pyproject.toml changes (new dependency, new extra).
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,10 @@ run: venv
 # stops them afterwards, whatever happens (see tests/services.py).
 test: deps venv
 	$(BIN)/python -m tests.services run -- $(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The inner loop: unit and in-process tests, no external services (well under a minute).
+test-fast: venv
+	$(BIN)/pytest -q tests/unit $(wildcard tests/test_*.py) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -23,9 +23,10 @@ from mcp_server.backends.ingest import HubClient
 from mcp_server.core.duties import Duties, supervise
 from mcp_server.core.health import STORE_PROBE_S, health
 from mcp_server.deps import Deps
+from mcp_server.services import build_services
 from mcp_server.settings import ProbeSpec, Settings
 from mcp_server.store.base import open_store
-from mcp_server.wiring import build_services, serving
+from mcp_server.wiring import serving
 from tests.helpers import OPSMEDIC, REPO, clean_env, free_port, http_server, wait_until
 from tests.services import Dovecot, MongoWire, Service, _terminate_all
 
