@@ -53,7 +53,7 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
     sup = given.get("processes")
     if sup is None and s.processes:
         sup = ProcessSupervisor(s.processes, s.data_dir / "processes")
-    policy, incidents = Policy(s), Incidents(deps.store, deps.bus)
+    incidents = Incidents(deps.store, deps.bus)
     cleaner = DockerCleanerAdapter(engine, s.policy.selector) if engine is not None else None
     jobs = JobTracker(
         deps.store, deps.bus, incidents, deps.clock, auditor=deps.auditor,
@@ -62,6 +62,7 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
     hub = given.get("hub") or build_hub_client(s.ingest, jobs.handle, jobs.load_cursor)
     restarter = given.get("restarter") or build_restarter(s.ingest, hub)
     drivers = build_drivers(deps, engine, sup, jobs, restarter)
+    policy = Policy(s, restartable=drivers.restartable)
     actions = Actions(deps, policy, drivers, incidents)
     autoheal = AutoHealer(deps, actions, incidents)
     detector = Detector(deps, incidents, autoheal, policy)

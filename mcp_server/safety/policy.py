@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -180,8 +180,10 @@ class _Ask:
 class Policy:
     """Decides whether an action on a target may run now. Pure: pass `now` and the ledger."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, restartable: Iterable[str] = RESTARTABLE_KINDS) -> None:
+        """`restartable`: the kinds a driver can act on (the server passes its registry's)."""
         self.settings = settings
+        self.restartable = tuple(sorted(restartable))
         self.budget = Budget.from_settings(settings.policy)
         try:
             self.selector: Selector = parse_selector(settings.policy.selector)
@@ -239,10 +241,10 @@ class Policy:
                 "set OPSMEDIC_CLEAN_ROOTS to the directories OpsMedic may clean",
             )
         kind, name = split_target(ask.target)
-        if kind not in RESTARTABLE_KINDS:
+        if kind not in self.restartable:
             return ask.refuse(
                 "scope",
-                f"{kind} targets cannot be restarted; only {', '.join(RESTARTABLE_KINDS)} can.",
+                f"{kind} targets cannot be restarted; only {', '.join(self.restartable)} can.",
                 "restart the container, process or job behind it instead",
             )
         if self._in_scope(kind, name, ask.target, ask.labels):
@@ -252,7 +254,7 @@ class Policy:
     def in_scope(self, target: str, labels: Mapping[str, str] | None) -> bool:
         """May OpsMedic change this target (ignoring mode)? Its desired state is then running."""
         kind, name = split_target(target)
-        return kind in RESTARTABLE_KINDS and self._in_scope(kind, name, target, labels)
+        return kind in self.restartable and self._in_scope(kind, name, target, labels)
 
     def _in_scope(
         self, kind: str, name: str, target: str, labels: Mapping[str, str] | None
