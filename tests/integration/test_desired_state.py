@@ -174,3 +174,17 @@ def test_a_hold_keeps_it_stopped_until_it_expires(tmp_path, docker_host, docker_
         wait_until(lambda: run.incident(inc["id"])["status"] == "resolved", timeout=20)
     finally:
         run.close()
+
+
+def test_a_container_docker_restarts_itself_is_left_to_docker(heal_run, docker_env, docker_client):
+    box = docker_env.run("selfheal", labels=MANAGED, restart_policy={"Name": "always"})
+    target = f"container:{box.name}"
+    time.sleep(1.5)
+    crashed = time.time()
+    os.kill(state(docker_client, box.name)["Pid"], signal.SIGKILL)
+    wait_until(lambda: _running_since(docker_client, box.name, crashed), timeout=20)
+    time.sleep(4)  # time enough for a (wrong) second restart
+    starts = [e for e in engine_events(docker_client, box.name, crashed) if e["Action"] == "start"]
+    assert len(starts) == 1, starts  # Docker's restart only: no double restart
+    runs = heal_run.get("/api/runs?limit=100").get("runs", [])
+    assert not [r for r in runs if r.get("subject") == target and r.get("kind") == "action"]
