@@ -19,6 +19,7 @@ from mcp_server.auth import build_auth
 from mcp_server.backends.ingest import build_ingest_route
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware
+from mcp_server.outbound import OutboundMiddleware
 from mcp_server.settings import Settings
 from mcp_server.tools import actions, containers, events, logs, mail, metrics, monitors
 from mcp_server.tools import audit as audit_tools
@@ -53,7 +54,7 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
         version=__version__,
         lifespan=lifespan,
         auth=build_auth(settings.auth),
-        middleware=[AuditMiddleware(deps)],
+        middleware=[OutboundMiddleware(deps.redactor), AuditMiddleware(deps)],
         mask_error_details=True,
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below

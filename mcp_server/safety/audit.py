@@ -1,6 +1,7 @@
 """The audit trail: turns "who did what, why, with what outcome" into a chained entry.
 
-Arguments are redacted before they reach the store. Pure apart from the store call.
+Arguments, target and decision are redacted before they reach the store. Pure apart from
+the store call.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Auditor:
             transport=transport,
             tool=tool,
             args=_cap(self._redactor.redact(args or {})),
-            target=target,
-            decision=decision,
+            target=None if target is None else self._redactor.redact_text(target),
+            decision=None if decision is None else self._redactor.redact_text(decision),
             outcome=outcome,
             duration_ms=None if duration_ms is None else round(duration_ms, 3),
             incident_id=incident_id,
