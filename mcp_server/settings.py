@@ -103,9 +103,11 @@ class ImapSettings(_Section):
 
 class NotifySettings(_Section):
     to: CsvList = Field(default_factory=list)
+    # more addresses or bare domains send_email may write to (besides `to` and approvers)
+    allow: CsvList = Field(default_factory=list)
     dashboard_url: str | None = None
 
-    _csv = field_validator("to", mode="before")(_split_csv)
+    _csv = field_validator("to", "allow", mode="before")(_split_csv)
 
 
 def _json_dict(value: Any) -> Any:

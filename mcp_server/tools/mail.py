@@ -11,6 +11,7 @@ from pydantic import Field
 from mcp_server.backends.mail_compose import alert_body, subject_for
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound
+from mcp_server.safety.recipients import RecipientPolicy
 from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
 
 FLUSH_WAIT_S = 5.0
@@ -25,12 +26,15 @@ async def send_email(
     to: list[str] | None = None,
     incident_id: int | None = None,
 ) -> dict[str, Any]:
-    """Email people (default: the notify list). With incident_id: tagged [OPSMEDIC-N],
-    threaded, with incident summary and RCA. Queued durably and retried."""
+    """Email people (default: the notify list; others only if an operator allowed them).
+    With incident_id: tagged [OPSMEDIC-N], threaded, with incident summary and RCA.
+    Queued durably and retried."""
     deps = deps_of(ctx)
-    recipients = to or deps.settings.notify.to
-    if not recipients:
+    s = deps.settings
+    if not (to or s.notify.to):
         raise InvalidInput("no recipients: pass `to` or set OPSMEDIC_NOTIFY__TO")
+    policy = RecipientPolicy(s.notify.to, s.approvers, s.notify.allow)
+    recipients = policy.check(to or s.notify.to)
     text, html = body[:MAX_BODY], None
     if incident_id is not None:
         inc = await deps.store.get_incident(incident_id)
