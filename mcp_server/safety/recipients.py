@@ -25,11 +25,12 @@ def parse_address(entry: str) -> str:
         raise InvalidInput("empty recipient; pass one email address per entry")
     if any(ch in entry for ch in "\r\n\0") or any(ord(ch) < 32 for ch in entry):
         raise InvalidInput(
-            f"recipient {entry!r} contains a line break or control character; pass one email address per entry"
+            f"recipient {entry!r} contains a line break or control character; "
+            "pass one email address per entry"
         )
     try:
         header = default.header_factory("To", entry)
-        addresses = header.addresses  # type: ignore[attr-defined]
+        addresses = header.addresses
     except (ValueError, IndexError, HeaderParseError) as exc:
         raise InvalidInput(f"recipient {entry!r} is not a valid email address ({exc})") from None
     if header.defects or len(addresses) != 1:
