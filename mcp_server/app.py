@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,7 +47,7 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        async with serving(deps):
+        async with serving(deps), anchoring(deps):
             yield {"deps": deps}
 
     server = FastMCP(
@@ -65,6 +67,33 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
     prompts.register(server)
     _register_routes(server, deps)
     return server
+
+
+@asynccontextmanager
+async def anchoring(deps: Deps) -> AsyncIterator[None]:
+    """Anchor the audit head at start, every anchor_interval_s, and on shutdown (once per
+    Deps, though `opsmedic run` enters the lifespan twice)."""
+    if deps.extras.get("_anchoring"):
+        yield
+        return
+    deps.extras["_anchoring"] = True
+    auditor, interval = deps.auditor, deps.settings.audit.anchor_interval_s
+    deps.tasks["audit-anchor"] = await auditor.anchor()
+
+    async def every_interval() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            deps.tasks["audit-anchor"] = await auditor.anchor()
+
+    task = asyncio.create_task(every_interval())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        deps.tasks["audit-anchor"] = await auditor.anchor()
+        deps.extras["_anchoring"] = False
 
 
 def _register_routes(server: FastMCP, deps: Deps) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_server.events import EventBus
-from mcp_server.safety.audit import Auditor
+from mcp_server.safety.audit import Auditor, audit_keys_and_anchor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
@@ -60,7 +60,7 @@ class Deps:
             settings=settings,
             store=store,
             redactor=redactor,
-            auditor=Auditor(store, redactor),
+            auditor=Auditor(store, redactor, *audit_keys_and_anchor(settings)),
             bus=EventBus(store),
         )
 
