@@ -19,6 +19,7 @@ import resources
 from mcp_server import __version__
 from mcp_server.auth import build_auth
 from mcp_server.backends.ingest import build_ingest_route
+from mcp_server.catalogue import CatalogueMiddleware
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware
 from mcp_server.outbound import OutboundMiddleware
@@ -56,7 +57,11 @@ def create_server(settings: Settings, deps: Deps | None = None, *, docker: bool 
         version=__version__,
         lifespan=lifespan,
         auth=build_auth(settings.auth),
-        middleware=[OutboundMiddleware(deps.redactor), AuditMiddleware(deps)],
+        middleware=[
+            OutboundMiddleware(deps.redactor),
+            AuditMiddleware(deps),
+            CatalogueMiddleware(settings),
+        ],
         mask_error_details=True,
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below

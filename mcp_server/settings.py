@@ -109,6 +109,13 @@ class AuditSettings(_Section):
     anchor_interval_s: float = Field(default=60.0, gt=0)
 
 
+class ToolsSettings(_Section):
+    # tool names removed from the catalogue (and refused) in every mode
+    disable: CsvList = Field(default_factory=list)
+
+    _csv = field_validator("disable", mode="before")(_split_csv)
+
+
 class NotifySettings(_Section):
     to: CsvList = Field(default_factory=list)
     # more addresses or bare domains send_email may write to (besides `to` and approvers)
@@ -289,6 +296,7 @@ class Settings(BaseSettings):
     imap: ImapSettings = Field(default_factory=ImapSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     processes: list[ProcessSpec] = Field(default_factory=list)
