@@ -13,7 +13,7 @@ from mcp_server.backends.diskclean import CleanPlan
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound, Refused
 from mcp_server.middleware import audit_note
-from mcp_server.tools._common import DESTRUCTIVE, add_tool
+from mcp_server.tools._common import DESTRUCTIVE, IncidentId, add_tool
 from mcp_server.tools._elicit import ask_yes_no
 
 PLAN_VIEW_ITEMS = 50
@@ -23,7 +23,7 @@ async def restart(
     target: str,
     reason: Annotated[str, Field(min_length=3, max_length=500)],
     ctx: Context,
-    incident_id: int | None = None,
+    incident_id: IncidentId | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
     """Restart container:NAME or process:NAME and verify it stays up. Policy may refuse
     (mode, scope, backoff, approval); the refusal says what would allow it."""

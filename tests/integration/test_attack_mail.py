@@ -71,3 +71,31 @@ async def test_mail_goes_only_where_an_operator_said(server: str, smtp_server: S
     rows = audit["entries"] if isinstance(audit, dict) else audit
     outcomes = [r["outcome"] for r in rows if r.get("tool") == "send_email"]
     assert outcomes.count("refused") + outcomes.count("error") == len(ATTACKS), json.dumps(rows)
+
+
+async def test_message_ids_in_headers_are_never_encoded(
+    tmp_path: Path, smtp_server: SmtpSink
+) -> None:
+    from mcp_server.backends.mail_out import Outbox
+    from mcp_server.safety.approval_tokens import token_message_id
+    from mcp_server.safety.redaction import Redactor
+    from mcp_server.settings import SmtpSettings
+    from mcp_server.store.sqlite import SqliteStore
+
+    store = SqliteStore(f"sqlite:///{tmp_path}/x.db")
+    await store.open()
+    try:
+        smtp = SmtpSettings.model_validate(
+            {"host": smtp_server.host, "port": smtp_server.port, "from": "ops@example.test"}
+        )
+        box = Outbox(store, smtp, Redactor())
+        ref = token_message_id("a" * 40 + "-" + "b" * 60, "example.test")
+        await box.enqueue(
+            "boss@example.test", "approve?", "x", headers={"References": ref, "In-Reply-To": ref}
+        )
+        await box.flush()
+    finally:
+        await store.close()
+    raw = bytes(smtp_server.envelopes[-1].original_content or b"")
+    assert b"=?utf-8?" not in raw
+    assert f"References: {ref}".encode() in raw and f"In-Reply-To: {ref}".encode() in raw
