@@ -83,12 +83,11 @@ async def anchoring(deps: Deps) -> AsyncIterator[None]:
         return
     deps.extras["_anchoring"] = True
     auditor, interval = deps.auditor, deps.settings.audit.anchor_interval_s
-    deps.tasks["audit-anchor"] = await auditor.anchor()
 
     async def every_interval() -> None:
-        while True:
-            await asyncio.sleep(interval)
+        while True:  # the first anchor right away, but after the lifespan has settled
             deps.tasks["audit-anchor"] = await auditor.anchor()
+            await asyncio.sleep(interval)
 
     task = asyncio.create_task(every_interval())
     try:

@@ -17,7 +17,7 @@ from fastmcp.exceptions import ToolError
 from fastmcp.prompts.base import Message, PromptResult
 from fastmcp.resources.base import ResourceContent, ResourceResult
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools.base import ToolResult
+from fastmcp.tools.base import InputRequiredToolResult, ToolResult
 
 from mcp_server.safety.redaction import Redactor, make_visible
 
@@ -70,6 +70,8 @@ class OutboundMiddleware(Middleware):
             result = await call_next(context)
         except ToolError as exc:
             raise ToolError(self.out.text(str(exc))) from None
+        if isinstance(result, InputRequiredToolResult):  # a question for the client, our own
+            return result
         structured = result.structured_content
         if structured is None:
             content = [self._block(b) for b in result.content]

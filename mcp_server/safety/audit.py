@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mcp_server.errors import OpsMedicError
 from mcp_server.models import AuditDraft, AuditEntry, AuditVerdict
 from mcp_server.safety.audit_anchor import (
     AnchorError,
@@ -91,6 +92,9 @@ class Auditor:
         except OSError as exc:
             logger.error("audit anchor %s cannot be written: %s", self.anchor_path, exc)
             return f"failed: cannot write {self.anchor_path} ({exc.strerror or exc})"
+        except OpsMedicError as exc:  # the store is away: try again at the next interval
+            logger.warning("audit anchor not advanced: %s", exc)
+            return f"retrying: {exc}"
         self.anchored_seq = anchor.seq
         return "running"
 
