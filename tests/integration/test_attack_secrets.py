@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from fastmcp import Client
@@ -84,3 +85,30 @@ async def test_notes_rca_resources_prompts_and_audit_are_redacted(tmp_path: Path
     ]
     leaks = [_through(s) for s in shown]
     assert leaks == [[], [], [], [], []]
+
+
+async def test_container_logs_and_health_output_are_redacted(
+    tmp_path: Path, docker_host: str, docker_env
+) -> None:
+    body = "; ".join(f"echo {json.dumps(line)}" for line, _ in SECRETS[:12])
+    health = {
+        "test": ["CMD-SHELL", "echo password=hunter2 DB_PASS=hunter4 --token tok-998877"],
+        "interval": 200_000_000,
+    }
+    box = docker_env.run("leaky", f"{body}; sleep 3600", healthcheck=health)
+    name = box.name
+    for _ in range(100):  # wait for the output and one health check
+        box.reload()
+        if box.attrs["State"].get("Health", {}).get("Log"):
+            break
+        await anyio.sleep(0.1)
+    data = tmp_path / "data"
+    data.mkdir()
+    with http_server(data, DOCKER_HOST=docker_host) as (base, _proc):
+        async with Client(StreamableHttpTransport(base + "/mcp")) as c:
+            logs = await c.call_tool("tail_logs", {"source": f"container:{name}"})
+            detail = await c.call_tool("inspect_container", {"name": name})
+    shown = logs.content[0].text + detail.content[0].text + json.dumps(detail.structured_content)
+    assert "hunter2" not in shown and "hunter4" not in shown and "tok-998877" not in shown
+    assert _through(logs.content[0].text) == []
+    assert "DB_PASS=" in detail.content[0].text  # the health output is shown, redacted
