@@ -12,7 +12,7 @@ from mcp_server.errors import Conflict, InvalidInput, NotFound
 from mcp_server.incidents import incident_row
 from mcp_server.middleware import caller_identity
 from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory, utcnow
-from mcp_server.tools._common import READ_ONLY, WRITE, add_tool, parse_statuses
+from mcp_server.tools._common import READ_ONLY, WRITE, IncidentId, add_tool, parse_statuses
 
 TIMELINE_SHOWN = 30
 MAX_EVIDENCE = 20
@@ -35,7 +35,7 @@ async def list_incidents(
     return out
 
 
-async def get_incident(incident_id: int, ctx: Context) -> dict[str, Any]:
+async def get_incident(incident_id: IncidentId, ctx: Context) -> dict[str, Any]:
     """One incident: status, repeat count, detail, timeline and RCA."""
     store = deps_of(ctx).store
     inc = await store.get_incident(incident_id)
@@ -64,7 +64,7 @@ class RcaInput(BaseModel):
     author: str = ""  # rules, or the model's name (default: the caller)
 
 
-async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str, Any]:
+async def record_rca(incident_id: IncidentId, rca: RcaInput, ctx: Context) -> dict[str, Any]:
     """Store your root-cause analysis (replaces an earlier one); evidence = log lines you
     read, with their source. Advice only: it triggers nothing."""
     deps = deps_of(ctx)
@@ -86,7 +86,7 @@ async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str,
 
 
 async def update_incident(
-    incident_id: int,
+    incident_id: IncidentId,
     ctx: Context,
     status: IncidentStatus | None = None,
     note: str = "",
