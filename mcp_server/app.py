@@ -18,7 +18,7 @@ import prompts
 import resources
 from mcp_server import __version__
 from mcp_server.auth import build_auth
-from mcp_server.backends.ingest import build_ingest_route
+from mcp_server.backends.ingest.build import build_ingest_route
 from mcp_server.catalogue import CatalogueMiddleware
 from mcp_server.core.health import health
 from mcp_server.deps import Deps

@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp_server.core.health import STORE_PROBE_S
 from mcp_server.core.holds import hold_view, split_active
-from mcp_server.incidents import ACTIVE
+from mcp_server.core.incidents import ACTIVE
 from mcp_server.models import AuditEntry, Heartbeat, Hold, Incident, utcnow
 from mcp_server.safety.audit import Auditor, audit_keys_and_anchor
 from mcp_server.safety.redaction import Redactor

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_server.core.duties import Duties
-from mcp_server.events import EventBus
+from mcp_server.core.events import EventBus
 from mcp_server.safety.audit import Auditor, audit_keys_and_anchor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import Settings

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastmcp import Context, FastMCP
 from pydantic import Field
 
+from mcp_server.core.incidents import ACTIVE, incident_row
 from mcp_server.deps import deps_of
-from mcp_server.incidents import ACTIVE, incident_row
 from mcp_server.models import Event
 from mcp_server.tools._common import READ_ONLY, Cursor, add_tool
 

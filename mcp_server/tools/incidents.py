@@ -10,9 +10,9 @@ from fastmcp.tools.base import ToolResult
 from mcp_types import TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server.core.incidents import incident_row
 from mcp_server.deps import deps_of
 from mcp_server.errors import Conflict, InvalidInput, NotFound
-from mcp_server.incidents import incident_row
 from mcp_server.middleware import caller_identity
 from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory, utcnow
 from mcp_server.safety.redaction import frame_untrusted

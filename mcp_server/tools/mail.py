@@ -8,7 +8,7 @@ import anyio
 from fastmcp import Context, FastMCP
 from pydantic import Field
 
-from mcp_server.backends.mail_compose import alert_body, subject_for
+from mcp_server.backends.mail.compose import alert_body, subject_for
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound
 from mcp_server.safety.recipients import RecipientPolicy

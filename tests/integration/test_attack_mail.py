@@ -76,7 +76,7 @@ async def test_mail_goes_only_where_an_operator_said(server: str, smtp_server: S
 async def test_message_ids_in_headers_are_never_encoded(
     tmp_path: Path, smtp_server: SmtpSink
 ) -> None:
-    from mcp_server.backends.mail_out import Outbox
+    from mcp_server.backends.mail.outbox import Outbox
     from mcp_server.safety.approval_tokens import token_message_id
     from mcp_server.safety.redaction import Redactor
     from mcp_server.settings import SmtpSettings

@@ -139,7 +139,7 @@ async def test_tool_catalogue_stays_small(make_client):
 
 
 async def test_no_docker_engine_is_one_clear_sentence(tmp_path):
-    from mcp_server.backends.docker_engine import DockerEngine
+    from mcp_server.backends.docker.engine import DockerEngine
 
     settings = make_settings(tmp_path)
     deps = Deps.build(settings)

@@ -31,7 +31,7 @@ import docker.errors
 import requests
 from pydantic import BaseModel, ConfigDict
 
-from mcp_server.backends.docker_events import (
+from mcp_server.backends.docker.events import (
     ACTIONS,
     DockerEvent,
     EventHistory,
@@ -39,7 +39,7 @@ from mcp_server.backends.docker_events import (
     classify,
     follow_events,
 )
-from mcp_server.backends.docker_format import (
+from mcp_server.backends.docker.format import (
     ContainerSummary,
     check_status,
     engine_filters,
@@ -49,7 +49,7 @@ from mcp_server.backends.docker_format import (
     summary_from_row,
     with_inspect,
 )
-from mcp_server.backends.docker_inspect import (
+from mcp_server.backends.docker.inspection import (
     ContainerDetail,
     ContainerState,
     detail_from_inspect,
