@@ -148,17 +148,17 @@ async def opened(url: str) -> AsyncIterator[Any]:
 
 
 def tracker_for(store: Any) -> Any:
-    from mcp_server.events import EventBus
-    from mcp_server.incidents import Incidents
-    from mcp_server.jobs import JobTracker
+    from mcp_server.core.events import EventBus
+    from mcp_server.core.incidents import Incidents
+    from mcp_server.core.jobs import JobTracker
 
     bus = EventBus(store)
     return JobTracker(store, bus, Incidents(store, bus))
 
 
 async def phase_raw(store: Any, args: argparse.Namespace) -> float:
-    from mcp_server.backends.ingest import parse_event
-    from mcp_server.jobs import to_event
+    from mcp_server.backends.ingest.build import parse_event
+    from mcp_server.core.jobs import to_event
 
     parsed = [parse_event(e) for e in bot_events(args.events, args.jobs, args.run_len, "raw-")]
     raw = [to_event(e, "bench") for e in parsed]  # type: ignore[arg-type]
@@ -169,7 +169,7 @@ async def phase_raw(store: Any, args: argparse.Namespace) -> float:
 
 
 async def phase_tracker(store: Any, args: argparse.Namespace) -> float:
-    from mcp_server.backends.ingest import parse_event
+    from mcp_server.backends.ingest.build import parse_event
 
     tracker = tracker_for(store)
     parsed = [parse_event(e) for e in bot_events(args.events, args.jobs, args.run_len, "trk-")]
@@ -183,7 +183,7 @@ async def phase_tracker(store: Any, args: argparse.Namespace) -> float:
 async def phase_websocket(store: Any, args: argparse.Namespace) -> float:
     from starlette.applications import Starlette
 
-    from mcp_server.backends.ingest import ingest_route
+    from mcp_server.backends.ingest.build import ingest_route
 
     tracker = tracker_for(store)
     route = ingest_route(tracker.handle, token=TOKEN, max_frame_bytes=16 << 20, rate_per_s=1e9)

@@ -27,8 +27,8 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.services, run as a file
 
-from mcp_server.backends.docker_engine import DockerEngine
-from mcp_server.backends.docker_format import ContainerSummary, render_summaries
+from mcp_server.backends.docker.engine import DockerEngine
+from mcp_server.backends.docker.format import ContainerSummary, render_summaries
 from tests.services import DockerEngine as PrivateEngine
 from tests.services import ensure_busybox_image
 

@@ -9,7 +9,9 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from mcp_server import __version__
@@ -28,6 +30,20 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, **extra)
 
 
+def check_data_dir(path: Path) -> None:
+    """One line (ConfigError, exit 2) instead of tracebacks when the data dir is unusable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"data dir {str(path)!r} is not writable ({exc.strerror or exc}): give the OpsMedic "
+            "user write access to it (chown/chmod), or set OPSMEDIC_DATA_DIR to a writable "
+            "directory"
+        ) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_server.app import create_server
     from mcp_server.logsetup import setup_logging
@@ -35,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     http_over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = _settings(args, http=http_over or None)
+    check_data_dir(settings.data_dir)
     setup_logging(settings.log_level, settings.log_file)
     if args.http:
         from mcp_server.auth import check_bind
@@ -80,6 +97,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mcp_server.logsetup import setup_logging
 
     settings = _settings(args)
+    if not args.no_http and not args.once:  # refuse before anything starts: one line, exit 2
+        from mcp_server.auth import check_bind
+
+        check_bind(settings.http.host, settings.auth)
+    check_data_dir(settings.data_dir)
     setup_logging(settings.log_level, settings.log_file)
     mode: Literal["check", "heal"] = args.mode or ("heal" if settings.mode == "heal" else "check")
     opts = RunOptions(

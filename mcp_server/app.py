@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +18,12 @@ import prompts
 import resources
 from mcp_server import __version__
 from mcp_server.auth import build_auth
-from mcp_server.backends.ingest import build_ingest_route
+from mcp_server.backends.ingest.build import build_ingest_route
+from mcp_server.catalogue import CatalogueMiddleware
 from mcp_server.core.health import health
 from mcp_server.deps import Deps
 from mcp_server.middleware import AuditMiddleware, ErrorMiddleware
+from mcp_server.outbound import OutboundMiddleware
 from mcp_server.services import Overrides, build_services
 from mcp_server.settings import Settings
 from mcp_server.tools import actions, containers, events, logs, mail, metrics, monitors
@@ -53,7 +57,7 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        async with serving(deps):
+        async with serving(deps), anchoring(deps):
             yield {"deps": deps}
 
     server = FastMCP(
@@ -62,7 +66,12 @@ def create_server(
         version=__version__,
         lifespan=lifespan,
         auth=build_auth(settings.auth),
-        middleware=[ErrorMiddleware(), AuditMiddleware(deps)],
+        middleware=[
+            OutboundMiddleware(deps.redactor),
+            ErrorMiddleware(),
+            AuditMiddleware(deps),
+            CatalogueMiddleware(settings),
+        ],
         mask_error_details=True,
     )
     server.state_deps = deps  # type: ignore[attr-defined]  # for the HTTP routes below
@@ -73,6 +82,32 @@ def create_server(
     prompts.register(server)
     _register_routes(server, deps)
     return server
+
+
+@asynccontextmanager
+async def anchoring(deps: Deps) -> AsyncIterator[None]:
+    """Anchor the audit head at start, every anchor_interval_s, and on shutdown (once per
+    Deps, though `opsmedic run` enters the lifespan twice)."""
+    if deps.anchoring:
+        yield
+        return
+    deps.anchoring = True
+    auditor, interval = deps.auditor, deps.settings.audit.anchor_interval_s
+
+    async def every_interval() -> None:
+        while True:  # the first anchor right away, but after the lifespan has settled
+            deps.tasks["audit-anchor"] = await auditor.anchor()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(every_interval())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        deps.tasks["audit-anchor"] = await auditor.anchor()
+        deps.anchoring = False
 
 
 def _register_routes(server: FastMCP, deps: Deps) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fastmcp.server.auth import AccessToken, TokenVerifier
@@ -11,7 +15,8 @@ from fastmcp.server.auth.providers.jwt import JWTVerifier
 from mcp_server.errors import ConfigError
 from mcp_server.settings import AuthSettings
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+#: Resolves a host name to its addresses (socket.getaddrinfo; tests pass their own).
+Resolver = Callable[[str], list[str]]
 
 
 class OpsMedicTokenVerifier(TokenVerifier):
@@ -35,21 +40,64 @@ class OpsMedicTokenVerifier(TokenVerifier):
             digest = hashlib.sha256(token.encode()).hexdigest()[:8]
             return AccessToken(token=token, client_id=f"token-{digest}", scopes=[])
         if self._jwt is not None:
-            return await self._jwt.verify_token(token)
+            found = await self._jwt.verify_token(token)
+            return found if found is not None and _times_ok(found.claims or {}) else None
         return None
+
+
+#: Clock skew allowed when checking `nbf` (seconds).
+NBF_LEEWAY_S = 30
+
+
+def _times_ok(claims: dict[str, object], now: float | None = None) -> bool:
+    """A JWT must say when it expires (`exp`), and is not valid before its `nbf`."""
+    now = time.time() if now is None else now
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or exp < now:
+        return False
+    if nbf is None:
+        return True
+    return isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf <= now + NBF_LEEWAY_S
 
 
 def build_auth(settings: AuthSettings) -> OpsMedicTokenVerifier | None:
     return OpsMedicTokenVerifier(settings) if settings.enabled else None
 
 
-def check_bind(host: str, settings: AuthSettings) -> None:
+def check_bind(host: str, settings: AuthSettings, resolve: Resolver | None = None) -> None:
     """Refuse to serve a non-loopback address without authentication."""
-    if host not in LOOPBACK_HOSTS and not host.startswith("127.") and not settings.enabled:
-        raise ConfigError(
-            f"refusing to listen on {host} without authentication: set OPSMEDIC_AUTH__TOKENS "
-            "(or OPSMEDIC_AUTH__JWT_PUBLIC_KEY / OPSMEDIC_AUTH__JWT_JWKS_URI), or bind 127.0.0.1"
-        )
+    if settings.enabled or is_loopback(host, resolve or _resolve):
+        return
+    raise ConfigError(
+        f"refusing to listen on {host} without authentication: set OPSMEDIC_AUTH__TOKENS "
+        "(or OPSMEDIC_AUTH__JWT_PUBLIC_KEY / OPSMEDIC_AUTH__JWT_JWKS_URI), or bind 127.0.0.1"
+    )
+
+
+def is_loopback(host: str, resolve: Resolver) -> bool:
+    """True when `host` is a loopback IP, or a name whose every address is loopback
+    (`127.0.0.1.nip.io` is a name like any other: it is resolved, not pattern-matched)."""
+    host = host.strip().strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = resolve(host)
+    except OSError:
+        return False  # a name that does not resolve is not known to be loopback
+    return bool(addresses) and all(_loopback_ip(a) for a in addresses)
+
+
+def _loopback_ip(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
 
 
 def _read_key(value: str | None) -> str | None:

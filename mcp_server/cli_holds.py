@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from mcp_server.cli_views import opened
+from mcp_server.core.events import EventBus
 from mcp_server.core.holds import Holds, held_note, parse_until
 from mcp_server.core.targets import Target
 from mcp_server.errors import InvalidInput
-from mcp_server.events import EventBus
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import Settings

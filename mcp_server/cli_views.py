@@ -17,8 +17,10 @@ from typing import Any
 
 from mcp_server.core.health import STORE_PROBE_S
 from mcp_server.core.holds import hold_view, split_active
-from mcp_server.incidents import ACTIVE
+from mcp_server.core.incidents import ACTIVE
 from mcp_server.models import AuditEntry, Heartbeat, Hold, Incident, utcnow
+from mcp_server.safety.audit import Auditor, audit_keys_and_anchor
+from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
 
@@ -203,16 +205,18 @@ def _audit_row(e: AuditEntry) -> tuple[Any, ...]:
 
 async def cmd_audit_verify(settings: Settings) -> int:
     """Walk the whole chain; exit 0 ok, 1 broken (naming the first bad seq)."""
+    keys, anchor = audit_keys_and_anchor(settings)
     async with opened(settings) as store:
         head = await store.recent_audit(1)
         total = head[0].seq if head else 0
         if total > LONG_CHAIN:
             print(f"verifying {total} audit entries ...", file=sys.stderr, flush=True)
-        verdict = await store.verify_audit()
+        verdict = await Auditor(store, Redactor(), keys, anchor).verify()
     if verdict.ok:
         print(f"audit chain ok: {verdict.checked} entries verified")
         return 0
-    print(f"audit chain BROKEN at seq {verdict.bad_seq}: {verdict.reason}")
+    where = f" at seq {verdict.bad_seq}" if verdict.bad_seq is not None else ""
+    print(f"audit chain BROKEN{where}: {verdict.reason}")
     return 1
 
 

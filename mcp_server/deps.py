@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_server.core.duties import Duties
-from mcp_server.events import EventBus
-from mcp_server.safety.audit import Auditor
+from mcp_server.core.events import EventBus
+from mcp_server.safety.audit import Auditor, audit_keys_and_anchor
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
@@ -50,6 +50,8 @@ class Deps:
     #: how many entered serving() (the HTTP app and an in-process runner share one life)
     serving_users: int = 0
     live: anyio.Event | None = None
+    #: the audit head is being anchored (once per Deps, however many lifespans enter)
+    anchoring: bool = False
 
     @property
     def services(self) -> Services:
@@ -89,7 +91,7 @@ class Deps:
             settings=settings,
             store=store,
             redactor=redactor,
-            auditor=Auditor(store, redactor),
+            auditor=Auditor(store, redactor, *audit_keys_and_anchor(settings)),
             bus=EventBus(store),
         )
 

@@ -48,7 +48,9 @@ def _collect() -> Iterator[dict[str, Any]]:
 
 
 def caller_identity(ctx: Any) -> tuple[str, str]:
-    """(actor, transport) for the current request: token client id, else client name."""
+    """(actor, transport) for the current request. With auth on: the token's client id.
+    Without, a client's name is only what it says about itself, so it is recorded as
+    "NAME (self-declared)"; only the in-process runner (memory transport) is "runner"."""
     transport = (getattr(ctx, "transport", None) or "memory") if ctx is not None else "memory"
     token = get_access_token()
     if token is not None and token.client_id:
@@ -58,9 +60,9 @@ def caller_identity(ctx: Any) -> tuple[str, str]:
         name = params.client_info.name if params is not None else None
     except (AttributeError, RuntimeError):
         name = None
-    if name == "opsmedic-runner":
+    if name == "opsmedic-runner" and transport == "memory":
         return "runner", transport
-    return (name or "unknown"), transport
+    return f"{name or 'unknown'} (self-declared)", transport
 
 
 class AuditMiddleware(Middleware):
@@ -206,7 +208,12 @@ def _target_of(args: dict[str, Any]) -> str | None:
 
 
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+    """An incident id fit for the audit column: a 64-bit int, else None (1e999, 2**70,
+    "x" and the like are refused by the tool's own validation, and still audited)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if -(2**63) <= number < 2**63 else None

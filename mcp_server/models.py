@@ -142,6 +142,7 @@ class AuditEntry(_Model):
     incident_id: int | None = None
     prev_hash: str
     hash: str
+    key_id: str | None = None  # the HMAC key of `hash`; None: an unkeyed (pre-HMAC) entry
 
 
 class AuditDraft(_Model):

@@ -13,24 +13,24 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcp_server.approval_flow import ApprovalFlow
     from mcp_server.backends.diskclean import DiskPlanner
-    from mcp_server.backends.docker_engine import DockerEngine
+    from mcp_server.backends.docker.engine import DockerEngine
     from mcp_server.backends.host import HostMetrics
-    from mcp_server.backends.mail_out import Outbox
+    from mcp_server.backends.mail.outbox import Outbox
     from mcp_server.backends.probes import ProbeScheduler
     from mcp_server.backends.processes import ProcessSupervisor
     from mcp_server.core.actions import Actions
+    from mcp_server.core.approval_flow import ApprovalFlow
     from mcp_server.core.autoheal import AutoHealer
+    from mcp_server.core.detection import Detector
     from mcp_server.core.health import StoreProbe
     from mcp_server.core.holds import Holds
+    from mcp_server.core.incidents import Incidents
+    from mcp_server.core.jobs import JobTracker
+    from mcp_server.core.monitors import Monitors
     from mcp_server.core.reconcile import Reconciler
     from mcp_server.deps import Deps
-    from mcp_server.detection import Detector
     from mcp_server.drivers import Drivers
-    from mcp_server.incidents import Incidents
-    from mcp_server.jobs import JobTracker
-    from mcp_server.monitors import Monitors
     from mcp_server.safety.policy import Policy
 
 

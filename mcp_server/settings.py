@@ -103,11 +103,28 @@ class ImapSettings(_Section):
     poll_s: float = 30.0
 
 
+class AuditSettings(_Section):
+    # HMAC keys "id:secret,..." (the first signs); unset: a random key in data_dir/audit.key
+    keys: SecretStr | None = None
+    # where the chain's head is anchored; unset: <data_dir>.audit-head.json beside data_dir
+    anchor_path: Path | None = None
+    anchor_interval_s: float = Field(default=60.0, gt=0)
+
+
+class ToolsSettings(_Section):
+    # tool names removed from the catalogue (and refused) in every mode
+    disable: CsvList = Field(default_factory=list)
+
+    _csv = field_validator("disable", mode="before")(_split_csv)
+
+
 class NotifySettings(_Section):
     to: CsvList = Field(default_factory=list)
+    # more addresses or bare domains send_email may write to (besides `to` and approvers)
+    allow: CsvList = Field(default_factory=list)
     dashboard_url: str | None = None
 
-    _csv = field_validator("to", mode="before")(_split_csv)
+    _csv = field_validator("to", "allow", mode="before")(_split_csv)
 
 
 def _json_dict(value: Any) -> Any:
@@ -280,6 +297,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     processes: list[ProcessSpec] = Field(default_factory=list)
@@ -322,6 +341,8 @@ class Settings(BaseSettings):
         ):
             if value is not None:
                 found.append(value.get_secret_value())
+        if self.audit.keys is not None:  # each key's secret part, not the "id:" prefix
+            found += [k.partition(":")[2] for k in self.audit.keys.get_secret_value().split(",")]
         return [v for v in found if len(v) >= 4]
 
 

@@ -14,31 +14,31 @@ from typing import Any
 
 import anyio
 
-from mcp_server.approval_flow import ApprovalFlow
 from mcp_server.backends.diskclean import DiskPlanner
-from mcp_server.backends.docker_clean import DockerCleanerAdapter
-from mcp_server.backends.docker_engine import DockerEngine
+from mcp_server.backends.docker.clean import DockerCleanerAdapter
+from mcp_server.backends.docker.engine import DockerEngine
 from mcp_server.backends.host import HostMetrics
-from mcp_server.backends.ingest import build_hub_client, build_restarter
-from mcp_server.backends.mail_in import ImapWatcher
-from mcp_server.backends.mail_out import Outbox
+from mcp_server.backends.ingest.build import build_hub_client, build_restarter
+from mcp_server.backends.mail.inbox import ImapWatcher
+from mcp_server.backends.mail.outbox import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
 from mcp_server.core.actions import Actions
+from mcp_server.core.approval_flow import ApprovalFlow
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.detection import Detector
 from mcp_server.core.duties import every, supervise, with_lease
 from mcp_server.core.health import StoreProbe, intervals
 from mcp_server.core.holds import Holds
+from mcp_server.core.incidents import Incidents
+from mcp_server.core.jobs import JobTracker
+from mcp_server.core.monitors import Monitors
 from mcp_server.core.reconcile import Reconciler
 from mcp_server.deps import Deps
-from mcp_server.detection import Detector
 from mcp_server.drivers import Drivers
 from mcp_server.drivers.container import ContainerDriver
 from mcp_server.drivers.job import JobDriver
 from mcp_server.drivers.process import ProcessDriver
-from mcp_server.incidents import Incidents
-from mcp_server.jobs import JobTracker
-from mcp_server.monitors import Monitors
 from mcp_server.safety.policy import Policy
 from mcp_server.services import Services
 from mcp_server.settings import Settings

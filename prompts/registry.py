@@ -12,10 +12,10 @@ from fastmcp import Context, FastMCP
 
 from mcp_server.backends.logsummary import MINE_CHARS, summarize
 from mcp_server.core.holds import Holds, held_note
+from mcp_server.core.incidents import ACTIVE, incident_row
+from mcp_server.core.logsources import read_source
 from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import NotFound, OpsMedicError
-from mcp_server.incidents import ACTIVE, incident_row
-from mcp_server.logsources import read_source
 from mcp_server.models import Incident
 from mcp_server.safety.redaction import frame_untrusted
 

@@ -22,9 +22,9 @@ from typing import Any
 from fastmcp import Context, FastMCP
 
 from mcp_server.core.holds import Holds, hold_view
+from mcp_server.core.incidents import ACTIVE, incident_row
 from mcp_server.deps import Deps, deps_of
 from mcp_server.errors import NotFound
-from mcp_server.incidents import ACTIVE, incident_row
 from mcp_server.safety.policy import describe
 
 AUDIT_RECENT_LIMIT = 50

@@ -6,35 +6,38 @@ Lines are split on b"\\n"; a trailing "\\r" (CRLF) is dropped; invalid UTF-8 bec
 A line longer than `max_line_chars` keeps its head plus a marker "…[+N chars]"; only its
 first ~4*max_line_chars bytes are ever held in memory, however long it is.
 
-Callers check the path first (mcp_server.safety.paths.resolve_under_roots); this module
-reads only regular files and never follows a symlinked rotation sibling.
+Files are opened once, without following any symlink on the way (open_nofollow, or
+open_under_roots with `roots`), and read through that descriptor only; a rotation sibling is
+opened beside it through the directory's descriptor, also with O_NOFOLLOW. grep runs on RE2
+(mcp_server.safety.grep) within a time budget, so no pattern can hold the worker thread.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import stat
-from collections import deque
-from collections.abc import Generator, Iterator
+import time
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
+from mcp_server.backends._backread import _backward_lines, _Line, _Scan
 from mcp_server.errors import InvalidInput, NotFound, OpsMedicError, Refused, Unavailable
+from mcp_server.safety.grep import TIME_BUDGET_S, compile_grep
+from mcp_server.safety.paths import OpenedFile, open_nofollow, open_under_roots
 
 BLOCK_SIZE = 64 * 1024
 SCAN_BUDGET = 64 * 1024 * 1024
 MAX_LINES = 10_000
 #: With `since`, stop looking for a timestamp after this many undated lines (undated file).
 UNDATED_LIMIT = 5_000
-_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 _ROTATED_SUFFIX = re.compile(r"^[.\-_](?:\d{1,3}|\d{8,14}|\d{4}-\d{2}-\d{2}(?:[T_.-][\d:.-]+)?)$")
 
 
@@ -55,17 +58,11 @@ class FileStamp(NamedTuple):
     inode: int
 
 
-class _Line(NamedTuple):
-    text: str  # decoded head of the line (what grep and since look at)
-    shown: str  # text as returned: cut at max_line_chars with a marker
-    cut: bool
-
-
 # --- public API ---------------------------------------------------------------------------
 
 
 def tail_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | OpenedFile,
     lines: int = 200,
     grep: str | None = None,
     since: datetime | None = None,
@@ -74,11 +71,15 @@ def tail_file(
     scan_budget: int = SCAN_BUDGET,
     block_size: int = BLOCK_SIZE,
     now: datetime | None = None,
+    time_budget_s: float = TIME_BUDGET_S,
 ) -> TailResult:
     """Return the last `lines` lines of `path` (oldest first), reading from the end.
 
-    grep: case-insensitive regular expression; the scan goes backwards until `lines`
-    matches or `scan_budget` bytes were read (then `truncated` is set and `note` says so).
+    path: a trusted path (symlinks in it are resolved once, then nothing is followed), or
+    a file opened by open_under_roots (the caller closes it).
+    grep: case-insensitive RE2 expression; the scan goes backwards until `lines` matches,
+    `scan_budget` bytes were read or `time_budget_s` passed (then `truncated` is set and
+    `note` says so).
     since: keep lines whose leading timestamp (ISO-8601 or syslog "Jan  2 15:04:05") is at
     or after it; undated lines (stack traces) follow the line before them; timestamps
     without a zone are taken as UTC; the file is assumed to be in time order.
@@ -87,19 +88,21 @@ def tail_file(
     """
     _check_limits(lines, max_line_chars, block_size)
     collector = _Collector(
-        want=lines, grep=_compile_grep(grep), since=_aware(since), now=now or datetime.now(UTC)
+        want=lines, grep=compile_grep(grep), since=_aware(since), now=now or datetime.now(UTC)
     )
     scan = _Scan(scan_budget, max_line_chars, block_size, _block_filter(grep, since))
-    with closing(_stream(Path(path), scan)) as stream:
-        for line in stream:
-            if collector.add(line):
-                break
+    scan.deadline = time.monotonic() + time_budget_s
+    if isinstance(path, OpenedFile):
+        _collect(path, scan, collector)
+    else:
+        with _open_trusted(os.fspath(path)) as opened:
+            _collect(opened, scan, collector)
     collector.finish()
     notes = [*scan.notes, *collector.notes()]
     if scan.stopped:
         notes.insert(0, _budget_note(scan, len(collector.out), lines))
     return TailResult(
-        source=os.fspath(path),
+        source=os.fspath(path.path if isinstance(path, OpenedFile) else path),
         lines=collector.out[::-1],
         files_read=scan.files,
         truncated=scan.stopped or collector.cut_lines > 0,
@@ -116,12 +119,24 @@ async def atail_file(
     *,
     scan_budget: int = SCAN_BUDGET,
     now: datetime | None = None,
+    roots: Sequence[str] | None = None,
 ) -> TailResult:
-    """tail_file in a worker thread, so the event loop never blocks on disk I/O."""
-    call = functools.partial(
-        tail_file, path, lines, grep, since, max_line_chars, scan_budget=scan_budget, now=now
-    )
-    return await anyio.to_thread.run_sync(call)
+    """tail_file in a worker thread, so the event loop never blocks on disk I/O. With
+    `roots`, `path` is checked and opened under them (open_under_roots) in that thread.
+    The thread never outlives its time budget: cancelling the call waits at most that long."""
+
+    def run() -> TailResult:
+        kw: dict[str, Any] = {"scan_budget": scan_budget, "now": now}
+        if roots is None:
+            return tail_file(path, lines, grep, since, max_line_chars, **kw)
+        with _file_errors(os.fspath(path)):
+            opened = open_under_roots(os.fspath(path), roots)
+        with opened:
+            result = tail_file(opened, lines, grep, since, max_line_chars, **kw)
+        result.source = os.fspath(path)
+        return result
+
+    return await anyio.to_thread.run_sync(run)
 
 
 def file_size_and_inode(path: str | os.PathLike[str]) -> FileStamp:
@@ -194,20 +209,6 @@ def _check_limits(lines: int, max_line_chars: int, block_size: int) -> None:
         raise InvalidInput(f"block_size must be positive, got {block_size}")
 
 
-def _compile_grep(grep: str | None) -> re.Pattern[str] | None:
-    if not grep:
-        return None
-    if len(grep) > 1000:
-        raise InvalidInput("grep is longer than 1000 characters; pass a shorter pattern")
-    try:
-        return re.compile(grep, re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidInput(
-            f"grep {grep!r} is not a valid regular expression ({exc}); escape special "
-            r"characters such as ( [ * + ? with a backslash, e.g. 'timeout \(30s\)'"
-        ) from exc
-
-
 @contextmanager
 def _file_errors(path: str) -> Iterator[None]:
     try:
@@ -224,163 +225,87 @@ def _file_errors(path: str) -> Iterator[None]:
 
 def _budget_note(scan: _Scan, found: int, wanted: int) -> str:
     mib = scan.budget / (1024 * 1024)
+    if scan.timed_out:
+        return (
+            f"stopped at the time budget after scanning {scan.used} bytes with {found} of "
+            f"{wanted} lines found; narrow the search with `since` or a more specific `grep`"
+        )
     return (
         f"stopped after scanning {scan.used} bytes (scan budget {mib:g} MiB) with {found} of "
         f"{wanted} lines found; narrow the search with `since` or a more specific `grep`"
     )
 
 
-# --- reading backwards --------------------------------------------------------------------
+# --- opening and streaming ----------------------------------------------------------------
 
 
-@dataclass
-class _Scan:
-    """How to read (limits, a cheap per-block grep) and what happened while reading."""
-
-    budget: int
-    max_chars: int
-    block: int
-    block_filter: re.Pattern[str] | None = None
-    used: int = 0
-    stopped: bool = False
-    files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def _open_trusted(path: str) -> OpenedFile:
+    """Open a path from configuration or a test: resolve its symlinks once, then open the
+    result without following anything (nothing can be swapped in between unnoticed)."""
+    with _file_errors(path):
+        return open_nofollow(Path(os.path.realpath(path)))
 
 
-def _stream(path: Path, scan: _Scan) -> Generator[_Line, None, None]:
-    """Lines of `path` from the last backwards, then of its rotated sibling if pulled for."""
-    yield from _file_lines(path, scan)
+def _collect(opened: OpenedFile, scan: _Scan, collector: _Collector) -> None:
+    with closing(_stream(opened, scan)) as stream:
+        for line in stream:
+            if collector.add(line):
+                break
+
+
+def _stream(opened: OpenedFile, scan: _Scan) -> Generator[_Line, None, None]:
+    """Lines of the file from the last backwards, then of its rotated sibling if pulled for."""
+    yield from _file_lines(opened.fd, opened.path, scan)
     if scan.stopped:
         return
-    sibling = _rotated_sibling(path)
-    if sibling is None:
+    name = _rotated_sibling(opened)
+    if name is None:
         return
+    sibling = opened.path.parent / name
     try:
-        yield from _file_lines(sibling, scan)
+        with _file_errors(str(sibling)):  # O_NOFOLLOW: a link swapped in is refused (ELOOP)
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=opened.dir_fd)
+        try:
+            yield from _file_lines(fd, sibling, scan)
+        finally:
+            os.close(fd)
     except OpsMedicError as exc:  # the current file was fine; report the sibling, keep lines
         scan.notes.append(f"rotated file {sibling} was not read: {exc}")
 
 
-def _rotated_sibling(path: Path) -> Path | None:
-    """The most recent uncompressed rotated copy: app.log.1, else the newest app.log-DATE."""
-    found: list[tuple[float, Path]] = []
+def _rotated_sibling(opened: OpenedFile) -> str | None:
+    """Name of the most recent uncompressed rotated copy: app.log.1, else the newest
+    app.log-DATE, listed through the directory's descriptor (never a path lookup)."""
+    base = opened.path.name
+    found: list[tuple[float, str]] = []
     try:
-        with os.scandir(path.parent) as entries:
+        with os.scandir(opened.dir_fd) as entries:
             for entry in entries:
-                rest = entry.name[len(path.name) :]
-                if not entry.name.startswith(path.name) or not _ROTATED_SUFFIX.match(rest):
+                rest = entry.name[len(base) :]
+                if not entry.name.startswith(base) or not _ROTATED_SUFFIX.match(rest):
                     continue
                 if entry.is_file(follow_symlinks=False):  # never follow a link out of the root
                     if rest == ".1":
-                        return Path(entry.path)
-                    found.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+                        return entry.name
+                    found.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
     except OSError:
         return None
     return max(found)[1] if found else None
 
 
-def _file_lines(path: Path, scan: _Scan) -> Iterator[_Line]:
+def _file_lines(fd: int, path: Path, scan: _Scan) -> Iterator[_Line]:
     with _file_errors(str(path)):
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise InvalidInput(f"{str(path)!r} is not a regular file; pass a log file")
-            scan.files.append(str(path))
-            yield from _backward_lines(fd, info.st_size, scan)
-        finally:
-            os.close(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(f"{str(path)!r} is not a regular file; pass a log file")
+        scan.files.append(str(path))
+        yield from _backward_lines(fd, info.st_size, scan)
 
 
-def _backward_lines(fd: int, size: int, scan: _Scan) -> Iterator[_Line]:
-    max_chars = scan.max_chars
-    keep = 4 * max_chars + 4  # enough bytes for max_chars characters of UTF-8
-    partial = _Partial(keep)
-    end = size - 1 if size and os.pread(fd, 1, size - 1) == b"\n" else size
-    pos = end
-    while pos > 0:
-        if scan.used >= scan.budget:
-            scan.stopped = True
-            if partial.size:
-                raw, dropped = partial.take(b"")
-                line = _decode(raw, dropped, max_chars, keep)
-                yield _Line(line.text, "…[line start not read] " + line.shown, True)
-            return
-        start = max(0, pos - scan.block)
-        data = os.pread(fd, pos - start, start)
-        if len(data) != pos - start:  # the file shrank under us (truncated): stop cleanly
-            return
-        scan.used += len(data)
-        pos = start
-        parts = data.split(b"\n")
-        if len(parts) == 1:
-            partial.prepend(data)
-            continue
-        yield _decode(*partial.take(parts[-1]), max_chars, keep)
-        whole = parts[1:-1]  # lines that start and end inside this block
-        if whole and (scan.block_filter is None or scan.block_filter.search(_joined(whole))):
-            for raw in reversed(whole):
-                yield _decode(raw, 0, max_chars, keep)
-        partial.prepend(parts[0])
-    if size:
-        yield _decode(*partial.take(b""), max_chars, keep)
-
-
-class _Partial:
-    """The pieces read so far of a line being read backwards; keeps about its first
-    `keep` bytes and only counts the characters of the rest (a 50 MB line stays cheap)."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.frags: deque[bytes] = deque()  # in file order
-        self.size = 0
-        self.dropped_chars = 0
-
-    def prepend(self, frag: bytes) -> None:
-        self.frags.appendleft(frag)
-        self.size += len(frag)
-        while len(self.frags) > 1 and self.size - len(self.frags[-1]) >= self.keep:
-            last = self.frags.pop()
-            self.size -= len(last)
-            self.dropped_chars += _count_chars(last)
-
-    def take(self, head: bytes) -> tuple[bytes, int]:
-        """The whole line, `head` being its start, and how many characters were dropped."""
-        if not self.frags:
-            return head, 0
-        self.prepend(head)
-        data, dropped = b"".join(self.frags), self.dropped_chars
-        self.frags.clear()
-        self.size = self.dropped_chars = 0
-        return data, dropped
-
-
-def _block_filter(grep: str | None, since: datetime | None) -> re.Pattern[str] | None:
+def _block_filter(grep: str | None, since: datetime | None) -> Any | None:
     """grep in MULTILINE mode over a whole block: no match there means no line matches,
     so the block's lines are skipped unseen. Not with `since`, which must see every line."""
-    return re.compile(grep, re.IGNORECASE | re.MULTILINE) if grep and since is None else None
-
-
-def _joined(lines: list[bytes]) -> str:
-    # every line ends in "\n" (never "\r\n") so `$` sees the line ends tail_file sees
-    return (b"\n".join(lines) + b"\n").replace(b"\r\n", b"\n").decode("utf-8", "replace")
-
-
-def _count_chars(data: bytes) -> int:
-    return len(data.translate(None, _CONTINUATION_BYTES))  # UTF-8 lead bytes = characters
-
-
-def _decode(raw: bytes, dropped_chars: int, max_chars: int, keep: int) -> _Line:
-    if not dropped_chars and raw.endswith(b"\r"):
-        raw = raw[:-1]
-    if len(raw) > keep:
-        dropped_chars += _count_chars(raw[keep:])
-        raw = raw[:keep]
-    text = raw.decode("utf-8", "replace")
-    if not dropped_chars and len(text) <= max_chars:
-        return _Line(text, text, False)
-    extra = max(0, len(text) - max_chars) + dropped_chars
-    return _Line(text, f"{text[:max_chars]}…[+{extra} chars]", True)
+    return compile_grep(grep, multiline=True) if grep and since is None else None
 
 
 # --- choosing lines -----------------------------------------------------------------------
@@ -391,7 +316,7 @@ class _Collector:
     """Takes lines newest first; applies grep and since; knows when it has enough."""
 
     want: int
-    grep: re.Pattern[str] | None
+    grep: Any | None  # RE2 pattern
     since: datetime | None
     now: datetime
     out: list[str] = field(default_factory=list)  # newest first

@@ -20,11 +20,11 @@ from typing import Any
 
 import anyio
 
+from mcp_server.core.incidents import Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.drivers import Drivers
 from mcp_server.errors import InvalidInput, Refused
-from mcp_server.incidents import Incidents
 from mcp_server.models import CLOSED_STATUSES, Event, IncidentStatus, Run, utcnow
 from mcp_server.safety.policy import HOUR_S, Decision, Policy, RestartLedger
 

@@ -12,10 +12,10 @@ import contextlib
 import logging
 
 from mcp_server.core.actions import LEASE_TTL_S, Actions
+from mcp_server.core.incidents import Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError, Refused
-from mcp_server.incidents import Incidents
 from mcp_server.models import Incident, IncidentStatus
 
 logger = logging.getLogger(__name__)

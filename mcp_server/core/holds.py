@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from mcp_server.core.events import EventBus
 from mcp_server.core.targets import Target
 from mcp_server.errors import InvalidInput, Unavailable
-from mcp_server.events import EventBus
 from mcp_server.models import Event, Hold
 from mcp_server.safety.audit import Auditor
 from mcp_server.store.base import Store

@@ -22,10 +22,10 @@ import anyio
 from mcp_server.core import duties
 from mcp_server.core.actions import LIVE, Actions, action_deadline_s, lease_name
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.incidents import ACTIVE, Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError
-from mcp_server.incidents import ACTIVE, Incidents
 from mcp_server.models import IncidentStatus, Run, utcnow
 
 logger = logging.getLogger(__name__)

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mcp_server.safety.secret_patterns import SECRET_KEY_RE, TEXT_PATTERNS
+
 MARKER = "[REDACTED]"
 #: Tried in order; the first that contains no configured secret is used (see _pick_marker).
 _MARKER_CANDIDATES = (MARKER, "[HIDDEN]", "[SCRUBBED]", "***")
@@ -31,39 +33,6 @@ _MAX_DEPTH = 64
 #: Values that cannot carry a secret and keep their type.
 _PLAIN = (bool, int, float, datetime, date, time, timedelta)
 _MAX_PASSES = 8
-
-SECRET_KEY_RE = re.compile(
-    r"password|passwd|token|secret|api[_-]?key|key$|authorization|cookie|credential",
-    re.IGNORECASE,
-)
-
-_KV_KEY = r"[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)"
-_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # PEM private keys, also when the END line was cut off by a tail.
-    (
-        re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
-            r"(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|.*\Z)",
-            re.DOTALL,
-        ),
-        "{m}",
-    ),
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE), r"\1 {m}"),
-    (
-        re.compile(
-            rf"(?P<key>\b{_KV_KEY}[\w.-]*)(?P<q>[\"']?)(?P<sep>\s*[=:]\s*)"
-            r"(?P<val>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'&,;]+)",
-            re.IGNORECASE,
-        ),
-        "{kv}",
-    ),
-    (re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), r"\g<pre>{m}@"),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "{m}"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "{m}"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), "{m}"),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "{m}"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "{m}"),
-)
 
 
 class Redactor:
@@ -82,7 +51,7 @@ class Redactor:
         )
         self._patterns: list[tuple[re.Pattern[str], Any]] = [
             (p, self._kv_sub if r == "{kv}" else r.replace("{m}", self.marker))
-            for p, r in _TEXT_PATTERNS
+            for p, r in TEXT_PATTERNS
         ]
 
     def redact(self, obj: Any) -> Any:
@@ -207,3 +176,21 @@ def frame_untrusted(
         f"{clean}\n"
         f"<<<UNTRUSTED-DATA {tag} END>>>"
     )
+
+
+def make_visible(text: str) -> str:
+    """Show control characters (except newline and tab) as `\\xNN` and invisible bidi /
+    zero-width characters as `<U+202E>`: a client sees them instead of being steered by them
+    (a terminal escape repainting the screen, U+202E reversing what follows)."""
+    if text.isprintable() or not any(_needs_marking(ch) for ch in text):
+        return text
+    return "".join(_visible(ch) if _needs_marking(ch) else ch for ch in text)
+
+
+def _needs_marking(ch: str) -> bool:
+    return ch not in "\n\t" and (ch in _INVISIBLE or unicodedata.category(ch) == "Cc")
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"<U+{code:04X}>"

@@ -31,6 +31,7 @@ from mcp_server.models import (
     TimelineEntry,
     utcnow,
 )
+from mcp_server.safety.audit_keys import AuditKeys
 from mcp_server.store import _rows as rows
 from mcp_server.store.base import GENESIS_HASH, HEARTBEAT_KEEP_S, ChainVerifier
 
@@ -115,12 +116,14 @@ def tail(collection: Collection[dict[str, Any]], hint: int) -> dict[str, Any] | 
     return collection.find_one({}, projection, sort=[("seq", DESCENDING)])
 
 
-def append_audit(db: Db, draft: AuditDraft, hint: int = 0) -> AuditEntry:
+def append_audit(
+    db: Db, draft: AuditDraft, hint: int = 0, keys: AuditKeys | None = None
+) -> AuditEntry:
     """Insert-only: read the tail, chain onto it, insert with a unique seq; retry if beaten."""
     for attempt in range(AUDIT_RETRIES):
         last = tail(db.audit, hint)
         seq, prev = (int(last["seq"]) + 1, str(last.get("hash"))) if last else (1, GENESIS_HASH)
-        entry = rows.chain_entry(draft, seq, prev)
+        entry = rows.chain_entry(draft, seq, prev, keys)
         try:
             db.audit.insert_one({"_id": seq, **rows.audit_record(entry)})
             return entry

@@ -26,6 +26,7 @@ from mcp_server.models import (
     IncidentStatus,
     TimelineEntry,
 )
+from mcp_server.safety.audit_keys import AuditKeys
 from mcp_server.store.base import ChainVerifier, audit_body, audit_hash, canonical_json
 
 M = TypeVar("M", bound=BaseModel)
@@ -101,16 +102,20 @@ def from_fields(cls: type[M], data: dict[str, Any], *, decode_json: bool) -> M:
 # --- audit -------------------------------------------------------------------------------
 
 
-def chain_entry(draft: AuditDraft, seq: int, prev_hash: str) -> AuditEntry:
-    """The entry that follows prev_hash at seq, in the exact form a re-read produces."""
+def chain_entry(
+    draft: AuditDraft, seq: int, prev_hash: str, keys: AuditKeys | None = None
+) -> AuditEntry:
+    """The entry that follows prev_hash at seq, in the exact form a re-read produces;
+    with `keys`, its hash is an HMAC under the current key (its id goes in the entry)."""
     fields = dict(draft)
     fields["ts"] = as_utc(draft.ts)
     if draft.duration_ms is not None and not math.isfinite(draft.duration_ms):
         fields["duration_ms"] = None  # NaN/inf would not survive a round trip through storage
-    staged = AuditEntry(**fields, seq=seq, prev_hash=prev_hash, hash="")
+    key_id = keys.current_id if keys is not None else None
+    staged = AuditEntry(**fields, seq=seq, prev_hash=prev_hash, hash="", key_id=key_id)
     body = audit_body(staged)
     return AuditEntry.model_validate(
-        {**body, "prev_hash": prev_hash, "hash": audit_hash(prev_hash, body)}
+        {**body, "prev_hash": prev_hash, "hash": audit_hash(prev_hash, body, keys)}
     )
 
 

@@ -30,6 +30,7 @@ from mcp_server.models import (
     TimelineEntry,
     utcnow,
 )
+from mcp_server.safety.audit_keys import AuditKeys
 from mcp_server.store import _rows as rows
 from mcp_server.store._sqlite_schema import immediate
 from mcp_server.store.base import (
@@ -75,11 +76,11 @@ def select(conn: Conn, cls: type[M], sql: str, params: Sequence[Any]) -> list[M]
 # --- audit -----------------------------------------------------------------------------------
 
 
-def append_audit(conn: Conn, draft: AuditDraft) -> AuditEntry:
+def append_audit(conn: Conn, draft: AuditDraft, keys: AuditKeys | None = None) -> AuditEntry:
     with immediate(conn):
         tail = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (tail[0] + 1, tail[1]) if tail else (1, GENESIS_HASH)
-        entry = rows.chain_entry(draft, seq, prev)
+        entry = rows.chain_entry(draft, seq, prev, keys)
         insert(conn, "audit", rows.audit_record(entry))
     return entry
 

@@ -90,6 +90,23 @@ MIGRATIONS: tuple[Migration, ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
+#: Audit hardening, applied idempotently after the migrations (any schema version): the HMAC
+#: key id column, and inserts only at the next seq, so INSERT OR REPLACE (whose implicit
+#: delete fires no trigger) or a write into a gap can never change the chain.
+AUDIT_INSERT_ONLY = """CREATE TRIGGER IF NOT EXISTS audit_insert_next_only BEFORE INSERT ON audit
+    WHEN NEW.seq != COALESCE((SELECT MAX(seq) FROM audit), 0) + 1
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only: entries go at the next seq only'); END"""
+
+
+def harden_audit(conn: sqlite3.Connection) -> None:
+    """Add the key_id column and the insert-only trigger when missing (one transaction)."""
+    with immediate(conn):
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+        if "key_id" not in columns:
+            conn.execute("ALTER TABLE audit ADD COLUMN key_id TEXT")
+        conn.execute(AUDIT_INSERT_ONLY)
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction holding SQLite's write lock from the start (no upgrade races)."""

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mcp_server.models import (
     Approval,
@@ -31,6 +31,9 @@ from mcp_server.models import (
     TimelineEntry,
 )
 
+if TYPE_CHECKING:
+    from mcp_server.safety.audit_keys import AuditKeys
+
 GENESIS_HASH = "0" * 64
 HEARTBEAT_KEEP_S = 86400.0  # heartbeat rows silent this long are deleted
 
@@ -40,17 +43,26 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def audit_hash(prev_hash: str, body: dict[str, Any]) -> str:
-    """hash = sha256(prev_hash + canonical JSON of the entry without its hash fields)."""
-    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+def audit_hash(prev_hash: str, body: dict[str, Any], keys: AuditKeys | None = None) -> str | None:
+    """Unkeyed entries (no key_id): sha256(prev_hash + canonical JSON of the body).
+    Keyed: HMAC-SHA256 of the same text under key `key_id` (in the body, so it is bound);
+    None when that key is not in `keys`."""
+    text = prev_hash + canonical_json(body)
+    key_id = body.get("key_id")
+    if key_id is None:
+        return hashlib.sha256(text.encode()).hexdigest()
+    return keys.mac(str(key_id), text) if keys is not None else None
 
 
 def audit_body(entry: AuditEntry | dict[str, Any]) -> dict[str, Any]:
-    """The hashed part of an entry: everything but prev_hash and hash, in JSON form."""
+    """The hashed part of an entry: everything but prev_hash and hash, in JSON form
+    (key_id only when set, so entries written before keys existed hash as they did)."""
     data = entry.model_dump(mode="json") if isinstance(entry, AuditEntry) else dict(entry)
     data.pop("hash", None)
     data.pop("prev_hash", None)
     data.pop("_id", None)
+    if data.get("key_id") is None:
+        data.pop("key_id", None)
     return data
 
 
@@ -62,11 +74,14 @@ class ChainVerifier:
     not even be parsed. result() gives the final verdict.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: AuditKeys | None = None, keyed_from: int | None = None) -> None:
         self.prev = GENESIS_HASH
         self.expected_seq = 1
         self.checked = 0
         self.failure: AuditVerdict | None = None
+        self.keys = keys
+        #: From this seq on every entry must be keyed (from the anchor; else the first keyed).
+        self.keyed_from = keyed_from
 
     def _fail(self, bad_seq: int, reason: str) -> AuditVerdict:
         self.failure = AuditVerdict(ok=False, checked=self.checked, bad_seq=bad_seq, reason=reason)
@@ -86,13 +101,33 @@ class ChainVerifier:
                 entry.seq,
                 "prev_hash does not match the previous entry: the chain was cut or reordered",
             )
-        if audit_hash(self.prev, audit_body(entry)) != entry.hash:
+        keyed = self._keyed_problem(entry)
+        if keyed is not None:
+            return self._fail(entry.seq, keyed)
+        if audit_hash(self.prev, audit_body(entry), self.keys) != entry.hash:
             return self._fail(
                 entry.seq, "hash does not match the entry's content: the entry was edited"
             )
         self.prev = entry.hash
         self.expected_seq += 1
         self.checked += 1
+        return None
+
+    def _keyed_problem(self, entry: AuditEntry) -> str | None:
+        if entry.key_id is None:
+            if self.keyed_from is not None and entry.seq >= self.keyed_from:
+                return (
+                    f"entry {entry.seq} has no HMAC key id but the chain is keyed from seq "
+                    f"{self.keyed_from}: it was rewritten and re-hashed without the key"
+                )
+            return None
+        if self.keyed_from is None or entry.seq < self.keyed_from:
+            self.keyed_from = entry.seq  # no unkeyed entry may follow a keyed one
+        if self.keys is None or entry.key_id not in self.keys.keys:
+            return (
+                f"entry {entry.seq} is signed with audit key {entry.key_id!r}, which is not "
+                "configured: set OPSMEDIC_AUDIT__KEYS (or restore audit.key) to verify it"
+            )
         return None
 
     def unreadable(self, seq: int, why: str) -> AuditVerdict:
@@ -108,9 +143,9 @@ class ChainVerifier:
         return self.failure or AuditVerdict(ok=True, checked=self.checked)
 
 
-def verify_chain(entries: Sequence[AuditEntry]) -> AuditVerdict:
+def verify_chain(entries: Sequence[AuditEntry], keys: AuditKeys | None = None) -> AuditVerdict:
     """Walk entries in seq order: contiguous seq, linked prev_hash, recomputed hash."""
-    verifier = ChainVerifier()
+    verifier = ChainVerifier(keys)
     for entry in entries:
         if verifier.feed(entry) is not None:
             break
@@ -270,13 +305,17 @@ class OpsDelegate:
     module, same names in both) in worker threads through `_run`."""
 
     _ops: Any
+    #: HMAC keys for the audit chain (None: unkeyed, as before keys existed).
+    audit_keys: AuditKeys | None = None
+    #: Seq from which the chain must be keyed (from the anchor), for verify_audit.
+    audit_keyed_from: int | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
     async def verify_audit(self) -> AuditVerdict:
         """Stream the chain in batches (other store calls interleave between batches)."""
-        verifier = ChainVerifier()
+        verifier = ChainVerifier(self.audit_keys, self.audit_keyed_from)
         after: int | None = 0
         while after is not None:
             after = await self._run(self._ops.verify_batch, verifier, after)

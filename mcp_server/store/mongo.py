@@ -173,7 +173,7 @@ class MongoStore(OpsDelegate):
     async def append_audit(self, draft: AuditDraft) -> AuditEntry:
         """One writer per process at a time; other processes are raced via the unique seq."""
         async with self._audit_lock:
-            entry = await self._run(ops.append_audit, draft, self._audit_hint)
+            entry = await self._run(ops.append_audit, draft, self._audit_hint, self.audit_keys)
             self._audit_hint = entry.seq
             return entry
 

@@ -39,7 +39,7 @@ from mcp_server.models import (
 )
 from mcp_server.store import _rows as rows
 from mcp_server.store import _sqlite_ops as ops
-from mcp_server.store._sqlite_schema import migrate
+from mcp_server.store._sqlite_schema import harden_audit, migrate
 from mcp_server.store.base import OpsDelegate
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class SqliteStore(OpsDelegate):
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             applied = migrate(conn)
+            harden_audit(conn)
         except BaseException:
             conn.close()
             raise
@@ -154,7 +155,7 @@ class SqliteStore(OpsDelegate):
     # --- audit -----------------------------------------------------------------------------
 
     async def append_audit(self, draft: AuditDraft) -> AuditEntry:
-        return await self._run(ops.append_audit, draft)
+        return await self._run(ops.append_audit, draft, self.audit_keys)
 
     async def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
         sql = "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT max(?, 0)"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastmcp import FastMCP
 from fastmcp.tools import Tool
 from mcp_types import ToolAnnotations
+from pydantic import Field
 
 from mcp_server.errors import InvalidInput
 from mcp_server.models import IncidentStatus
+
+#: Integers a tool accepts: ids and cursors fit SQLite's and BSON's signed 64 bits.
+MAX_INT = 2**63 - 1
+IncidentId = Annotated[int, Field(ge=1, le=MAX_INT)]
+Cursor = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)

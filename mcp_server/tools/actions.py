@@ -14,7 +14,7 @@ from mcp_server.core.targets import Target
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound, Refused
 from mcp_server.middleware import audit_note
-from mcp_server.tools._common import DESTRUCTIVE, add_tool
+from mcp_server.tools._common import DESTRUCTIVE, IncidentId, add_tool
 from mcp_server.tools._elicit import ask_yes_no
 
 PLAN_VIEW_ITEMS = 50
@@ -24,7 +24,7 @@ async def restart(
     target: str,
     reason: Annotated[str, Field(min_length=3, max_length=500)],
     ctx: Context,
-    incident_id: int | None = None,
+    incident_id: IncidentId | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
     """Restart container:NAME, process:NAME or job:ID; verify it stays up. A refusal
     carries rule, retry_at and remedy. incident_id must be this target's incident."""

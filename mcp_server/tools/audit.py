@@ -10,7 +10,7 @@ from pydantic import Field
 from mcp_server.deps import deps_of
 from mcp_server.middleware import caller_identity
 from mcp_server.models import AuditVerdict
-from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
+from mcp_server.tools._common import READ_ONLY, WRITE, IncidentId, add_tool
 
 
 async def write_audit_entry(
@@ -18,7 +18,7 @@ async def write_audit_entry(
     detail: str,
     ctx: Context,
     target: str | None = None,
-    incident_id: int | None = None,
+    incident_id: IncidentId | None = None,
 ) -> dict[str, Any]:
     """Note a decision in the audit log (e.g. why you chose not to act). Tool calls are
     audited automatically."""

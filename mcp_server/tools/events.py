@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastmcp import Context, FastMCP
 from pydantic import Field
 
+from mcp_server.core.incidents import ACTIVE, incident_row
 from mcp_server.deps import deps_of
-from mcp_server.incidents import ACTIVE, incident_row
 from mcp_server.models import Event
-from mcp_server.tools._common import READ_ONLY, add_tool
+from mcp_server.tools._common import READ_ONLY, Cursor, add_tool
 
 MAX_EVENTS = 50
 
@@ -29,7 +29,7 @@ def event_row(e: Event) -> dict[str, Any]:
 
 async def wait_for_events(
     ctx: Context,
-    cursor: int | None = None,
+    cursor: Cursor | None = None,
     timeout_s: Annotated[float, Field(ge=0, le=120)] = 25,
 ) -> dict[str, Any]:
     """Long-poll for changes (incidents opened/repeated/changed, actions). Without a

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
+from fastmcp.tools.base import ToolResult
+from mcp_types import TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server.core.incidents import incident_row
 from mcp_server.deps import deps_of
 from mcp_server.errors import Conflict, InvalidInput, NotFound
-from mcp_server.incidents import incident_row
 from mcp_server.middleware import caller_identity
 from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory, utcnow
-from mcp_server.tools._common import READ_ONLY, WRITE, add_tool, parse_statuses
+from mcp_server.safety.redaction import frame_untrusted
+from mcp_server.tools._common import READ_ONLY, WRITE, IncidentId, add_tool, parse_statuses
 
 TIMELINE_SHOWN = 30
 MAX_EVIDENCE = 20
@@ -35,7 +39,7 @@ async def list_incidents(
     return out
 
 
-async def get_incident(incident_id: int, ctx: Context) -> dict[str, Any]:
+async def get_incident(incident_id: IncidentId, ctx: Context) -> ToolResult:
     """One incident: status, repeat count, detail, timeline and RCA."""
     store = deps_of(ctx).store
     inc = await store.get_incident(incident_id)
@@ -48,7 +52,11 @@ async def get_incident(incident_id: int, ctx: Context) -> dict[str, Any]:
         data["timeline_note"] = f"showing the last {TIMELINE_SHOWN} of {len(timeline)} entries"
     rca = await store.get_rca(incident_id)
     data["rca"] = rca.model_dump(mode="json") if rca else None
-    return data
+    # what a model reads is framed: titles, notes and RCA texts quote logs and other systems;
+    # programs read the same fields unframed from the structured content
+    text = json.dumps(data, ensure_ascii=False)
+    framed = frame_untrusted(text, f"incident {incident_id}", max_chars=len(text) + 1)
+    return ToolResult(content=[TextContent(type="text", text=framed)], structured_content=data)
 
 
 class RcaInput(BaseModel):
@@ -64,7 +72,7 @@ class RcaInput(BaseModel):
     author: str = ""  # rules, or the model's name (default: the caller)
 
 
-async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str, Any]:
+async def record_rca(incident_id: IncidentId, rca: RcaInput, ctx: Context) -> dict[str, Any]:
     """Store your root-cause analysis (replaces an earlier one); evidence = log lines you
     read, with their source. Advice only: it triggers nothing."""
     deps = deps_of(ctx)
@@ -86,7 +94,7 @@ async def record_rca(incident_id: int, rca: RcaInput, ctx: Context) -> dict[str,
 
 
 async def update_incident(
-    incident_id: int,
+    incident_id: IncidentId,
     ctx: Context,
     status: IncidentStatus | None = None,
     note: str = "",

@@ -9,8 +9,8 @@ from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from mcp_server.backends.logsummary import MINE_CHARS, summarize
+from mcp_server.core.logsources import read_source
 from mcp_server.deps import deps_of
-from mcp_server.logsources import read_source
 from mcp_server.tools._common import MAX_OUTPUT_CHARS, READ_ONLY, add_tool, bounded_tail
 
 SUMMARY_BUDGET = 10_000  # chars; every error template is kept even past it (see logsummary)

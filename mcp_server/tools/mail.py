@@ -8,10 +8,11 @@ import anyio
 from fastmcp import Context, FastMCP
 from pydantic import Field
 
-from mcp_server.backends.mail_compose import alert_body, subject_for
+from mcp_server.backends.mail.compose import alert_body, subject_for
 from mcp_server.deps import deps_of
 from mcp_server.errors import InvalidInput, NotFound
-from mcp_server.tools._common import READ_ONLY, WRITE, add_tool
+from mcp_server.safety.recipients import RecipientPolicy
+from mcp_server.tools._common import READ_ONLY, WRITE, IncidentId, add_tool
 
 FLUSH_WAIT_S = 5.0
 MAX_BODY = 20_000
@@ -23,14 +24,17 @@ async def send_email(
     body: str,
     ctx: Context,
     to: list[str] | None = None,
-    incident_id: int | None = None,
+    incident_id: IncidentId | None = None,
 ) -> dict[str, Any]:
-    """Email people (default: the notify list). With incident_id: tagged [OPSMEDIC-N],
-    threaded, with incident summary and RCA. Queued durably and retried."""
+    """Email people (default: the notify list; others only if an operator allowed them).
+    With incident_id: tagged [OPSMEDIC-N], threaded, with incident summary and RCA.
+    Queued durably and retried."""
     deps = deps_of(ctx)
-    recipients = to or deps.settings.notify.to
-    if not recipients:
+    s = deps.settings
+    if not (to or s.notify.to):
         raise InvalidInput("no recipients: pass `to` or set OPSMEDIC_NOTIFY__TO")
+    policy = RecipientPolicy(s.notify.to, s.approvers, s.notify.allow)
+    recipients = policy.check(to or s.notify.to)
     text, html = body[:MAX_BODY], None
     if incident_id is not None:
         inc = await deps.store.get_incident(incident_id)
@@ -53,7 +57,7 @@ async def send_email(
     return out
 
 
-async def read_replies(ctx: Context, incident_id: int | None = None) -> dict[str, Any]:
+async def read_replies(ctx: Context, incident_id: IncidentId | None = None) -> dict[str, Any]:
     """Replies people sent by email, newest first: sender, incident, decision, and whether
     it was accepted (approved/denied), rejected (and why), ignored, or kept as a note."""
     rows = await deps_of(ctx).store.list_messages(incident_id, direction="in", limit=MAX_REPLIES)

@@ -16,6 +16,7 @@ Exported (names as Prometheus shows them):
 - opsmedic_ingest_events_total              events that came in from bots / job hubs
 - opsmedic_audit_entries                    gauge, newest audit seq
 - opsmedic_audit_chain_ok                   gauge 1/0 (verify_audit, cached 30 s)
+- opsmedic_audit_head_seq                   gauge, audit seq last anchored outside the store
 """
 
 from __future__ import annotations
@@ -193,6 +194,11 @@ class OpsMetrics(Collector):
             "opsmedic_ingest_events", "Events received from bots and job hubs", value=self.ingest
         )
         yield _gauge("opsmedic_audit_entries", "Newest audit entry seq", [], self.audit_seq)
+        anchored = self._deps.auditor.anchored_seq
+        if anchored is not None:
+            yield _gauge(
+                "opsmedic_audit_head_seq", "Audit seq anchored outside the store", [], anchored
+            )
         if self.chain_ok is not None:
             ok = 1 if self.chain_ok else 0
             yield _gauge("opsmedic_audit_chain_ok", "1 when the audit hash chain verifies", [], ok)

@@ -107,7 +107,7 @@ class ChainCache:
     async def get(self) -> AuditVerdict:
         async with self._lock:
             if self._verdict is None or time.monotonic() - self._at >= self._ttl_s:
-                self._verdict = await self._deps.store.verify_audit()
+                self._verdict = await self._deps.auditor.verify()
                 self._at = time.monotonic()
             return self._verdict
 

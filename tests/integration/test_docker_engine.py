@@ -18,8 +18,8 @@ import anyio
 import docker
 import pytest
 
-from mcp_server.backends.docker_engine import DockerEngine
-from mcp_server.backends.docker_events import DockerEvent, EventHistory, classify
+from mcp_server.backends.docker.engine import DockerEngine
+from mcp_server.backends.docker.events import DockerEvent, EventHistory, classify
 from mcp_server.errors import Conflict, InvalidInput, NotFound, Unavailable
 from tests.services import DockerEngine as PrivateEngine
 from tests.services import ensure_busybox_image

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from mcp_server.backends.ingest import HubClient
+from mcp_server.backends.ingest.build import HubClient
 from mcp_server.core.duties import Duties, supervise
 from mcp_server.core.health import STORE_PROBE_S, health
 from mcp_server.deps import Deps

@@ -14,11 +14,16 @@ from typing import Any
 
 import pytest
 
-from mcp_server.backends.ingest import HubClient, IngestBatch, build_hub_client, build_restarter
+from mcp_server.backends.ingest.build import (
+    HubClient,
+    IngestBatch,
+    build_hub_client,
+    build_restarter,
+)
+from mcp_server.core.events import EventBus
+from mcp_server.core.incidents import ACTIVE, Incidents
+from mcp_server.core.jobs import JobTracker
 from mcp_server.errors import Unavailable
-from mcp_server.events import EventBus
-from mcp_server.incidents import ACTIVE, Incidents
-from mcp_server.jobs import JobTracker
 from mcp_server.models import Event
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor

@@ -23,17 +23,17 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
 
-from mcp_server.backends.ingest import (
+from mcp_server.backends.ingest.build import (
     IngestBatch,
     WebhookRestarter,
     build_ingest_route,
     build_restarter,
     ingest_route,
 )
+from mcp_server.core.events import EventBus
+from mcp_server.core.incidents import Incidents
+from mcp_server.core.jobs import JobTracker
 from mcp_server.errors import Refused, Unavailable
-from mcp_server.events import EventBus
-from mcp_server.incidents import Incidents
-from mcp_server.jobs import JobTracker
 from mcp_server.settings import IngestSettings
 from mcp_server.store.sqlite import SqliteStore
 from tests.integration._ingest_support import make_stream, uvicorn_app

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from mcp_server.backends.mail_in import DONE_KEYWORD, ImapWatcher
-from mcp_server.backends.mail_parse import message_key, parse_reply
+from mcp_server.backends.mail.inbox import DONE_KEYWORD, ImapWatcher
+from mcp_server.backends.mail.parse import message_key, parse_reply
 from mcp_server.errors import ConfigError, Unavailable
 from mcp_server.models import Message
 from mcp_server.safety.approvals import (

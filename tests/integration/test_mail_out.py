@@ -15,8 +15,8 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from mcp_server.backends.mail_compose import incident_thread_root, subject_for
-from mcp_server.backends.mail_out import Outbox
+from mcp_server.backends.mail.compose import incident_thread_root, subject_for
+from mcp_server.backends.mail.outbox import Outbox
 from mcp_server.models import Severity
 from mcp_server.safety.redaction import Redactor
 from mcp_server.settings import SmtpSettings

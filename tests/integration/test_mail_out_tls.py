@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from mcp_server.backends.mail_out import Outbox
+from mcp_server.backends.mail.outbox import Outbox
 from mcp_server.safety.redaction import Redactor
 from mcp_server.store.sqlite import SqliteStore
 from tests.helpers import ManualClock

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mcp_server.backends import mail_parse
+from mcp_server.backends.mail import parse as mail_parse
 from mcp_server.errors import InvalidInput
 from mcp_server.safety import approval_tokens
 from mcp_server.safety.approvals import (

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_server.backends.docker_events import (
+from mcp_server.backends.docker.events import (
     DockerEvent,
     EventHistory,
     _since_param,
@@ -23,7 +23,7 @@ from mcp_server.backends.docker_events import (
     follow_events,
     parse_event,
 )
-from mcp_server.backends.docker_format import (
+from mcp_server.backends.docker.format import (
     cpu_percent,
     engine_filters,
     memory_usage,
@@ -34,7 +34,7 @@ from mcp_server.backends.docker_format import (
     stats_row,
     summary_from_row,
 )
-from mcp_server.backends.docker_inspect import (
+from mcp_server.backends.docker.inspection import (
     ContainerState,
     detail_from_inspect,
     running_verdict,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
 
-from mcp_server.backends.docker_events import follow_events
+from mcp_server.backends.docker.events import follow_events
 from mcp_server.core.duties import Duties, supervise
 
 

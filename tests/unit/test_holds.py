@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.core.events import EventBus
 from mcp_server.core.holds import Holds, held_note, hold_view, parse_until
 from mcp_server.core.targets import Target
 from mcp_server.errors import InvalidInput
-from mcp_server.events import EventBus
 from mcp_server.models import Hold
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor

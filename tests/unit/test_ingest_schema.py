@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mcp_server.backends.ingest import (
+from mcp_server.backends.ingest.build import (
     EVENT_SCHEMA,
     TYPES,
     FieldMapping,
@@ -20,9 +20,9 @@ from mcp_server.backends.ingest import (
     parse_event,
     parse_frame,
 )
-from mcp_server.backends.ingest_client import redact_url, with_query
-from mcp_server.backends.ingest_feed import Feed
-from mcp_server.backends.ingest_server import origin_allowed
+from mcp_server.backends.ingest.client import redact_url, with_query
+from mcp_server.backends.ingest.feed import Feed
+from mcp_server.backends.ingest.server import origin_allowed
 from mcp_server.errors import ConfigError
 from mcp_server.settings import IngestSettings, load_settings
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from mcp_server.backends.ingest import IngestBatch, IngestEvent, Rejection
-from mcp_server.events import EventBus
-from mcp_server.incidents import Incidents
-from mcp_server.jobs import JobTracker, SpikeRule, is_error_line
+from mcp_server.backends.ingest.build import IngestBatch, IngestEvent, Rejection
+from mcp_server.core.events import EventBus
+from mcp_server.core.incidents import Incidents
+from mcp_server.core.jobs import JobTracker, SpikeRule, is_error_line
 from mcp_server.models import Incident, IncidentStatus
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor

@@ -12,7 +12,7 @@ from typing import cast
 import aiosmtplib
 import pytest
 
-from mcp_server.backends.mail_compose import (
+from mcp_server.backends.mail.compose import (
     ALERT_MAX_CHARS,
     alert_body,
     compose,
@@ -24,7 +24,7 @@ from mcp_server.backends.mail_compose import (
     subject_for,
     thread_headers,
 )
-from mcp_server.backends.mail_smtp import classify, retry_delay
+from mcp_server.backends.mail.smtp import classify, retry_delay
 from mcp_server.errors import InvalidInput
 from mcp_server.models import (
     Evidence,

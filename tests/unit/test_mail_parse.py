@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from mcp_server.backends.mail_parse import (
+from mcp_server.backends.mail.parse import (
     MAX_NOTE_CHARS,
     decision_of,
     html_to_text,

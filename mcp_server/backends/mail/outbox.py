@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 from pydantic import BaseModel, Field
 
-from mcp_server.backends.mail_compose import (
+from mcp_server.backends.mail.compose import (
     THREAD_HEADERS,
     bound_text,
     check_headers,
@@ -46,7 +46,7 @@ from mcp_server.backends.mail_compose import (
     parse_recipients,
     thread_headers,
 )
-from mcp_server.backends.mail_smtp import SendFailed, SendFailure, SmtpLink, retry_delay
+from mcp_server.backends.mail.smtp import SendFailed, SendFailure, SmtpLink, retry_delay
 from mcp_server.core import duties
 from mcp_server.errors import InvalidInput
 from mcp_server.models import Message, utcnow

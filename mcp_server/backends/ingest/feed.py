@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from mcp_server.backends.ingest_schema import IngestEvent, Rejection
+from mcp_server.backends.ingest.schema import IngestEvent, Rejection
 
 T = TypeVar("T")
 

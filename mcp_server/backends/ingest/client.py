@@ -35,8 +35,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from mcp_server.backends.ingest_feed import Feed, IngestBatch, OnBatch
-from mcp_server.backends.ingest_schema import IDENTITY, FieldMapping, FrameResult, parse_frame
+from mcp_server.backends.ingest.feed import Feed, IngestBatch, OnBatch
+from mcp_server.backends.ingest.schema import IDENTITY, FieldMapping, FrameResult, parse_frame
 from mcp_server.core import duties
 from mcp_server.errors import ConfigError, InvalidInput, Refused, Unavailable
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mcp_server.events import EventBus
+from mcp_server.core.events import EventBus
 from mcp_server.models import (
     CLOSED_STATUSES,
     Event,

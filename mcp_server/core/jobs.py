@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_server.backends.ingest_feed import IngestBatch
-from mcp_server.backends.ingest_schema import IngestEvent, Rejection
+from mcp_server.backends.ingest.feed import IngestBatch
+from mcp_server.backends.ingest.schema import IngestEvent, Rejection
 from mcp_server.core import duties
-from mcp_server.events import EventBus
-from mcp_server.incidents import ACTIVE, Incidents
-from mcp_server.jobs_cache import RecordCache
-from mcp_server.jobs_rules import LogWindow, SpikeRule, is_error_line, run_key
+from mcp_server.core.events import EventBus
+from mcp_server.core.incidents import ACTIVE, Incidents
+from mcp_server.core.jobs_cache import RecordCache
+from mcp_server.core.jobs_rules import LogWindow, SpikeRule, is_error_line, run_key
 from mcp_server.models import Event, Incident, IncidentStatus, Job, Run, Severity
 from mcp_server.safety.audit import Auditor
 from mcp_server.store.base import Store

@@ -17,8 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from mcp_server.backends.mail_compose import incident_from_thread
-from mcp_server.backends.mail_parse import ParsedReply, inbound_record, message_key, parse_reply
+from mcp_server.backends.mail.compose import incident_from_thread
+from mcp_server.backends.mail.parse import ParsedReply, inbound_record, message_key, parse_reply
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.errors import OpsMedicError

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 
 import aioimaplib
 
-from mcp_server.backends.mail_parse import inbound_record, message_key
+from mcp_server.backends.mail.parse import inbound_record, message_key
 from mcp_server.core import duties
 from mcp_server.errors import ConfigError, Unavailable
 from mcp_server.settings import ImapSettings

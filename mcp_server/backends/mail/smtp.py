@@ -8,6 +8,7 @@ out an outage (the server cannot be reached, TLS or login fails).
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import random
 import ssl
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ def retry_delay(
     """Seconds to wait after the `attempts`-th failed try: base * 2^(n-1), capped, + jitter."""
     delay = min(base_s * 2 ** max(0, min(attempts, 64) - 1), max_s)
     return delay * (1.0 + jitter * (rng or random).random())
+
+
+#: SMTP line endings, but lines up to RFC 5322's 998: a Message-ID in References or
+#: In-Reply-To (approval ids are long) is never folded into an RFC 2047 encoded word, which
+#: mail clients would not recognise as a message id (aiosmtplib's own policy folds at 78).
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,8 @@ class SmtpLink:
                 self.down = classify(exc, connecting=True, server=self.label)
                 raise SendFailed(self.down) from exc
         try:
-            refused, _ = await self._smtp.send_message(mail, sender=sender, recipients=recipients)
+            data = mail.as_bytes(policy=WIRE_POLICY)
+            refused, _ = await self._smtp.sendmail(sender, recipients, data)
         except _SMTP_ERRORS as exc:
             self.close()  # start the next message on a fresh connection
             raise SendFailed(classify(exc, connecting=False, server=self.label)) from exc

@@ -7,7 +7,7 @@ Two ways events arrive, both ending in one `on_batch(IngestBatch)` call per batc
   push to, guarded by a bearer token, an Origin check, a frame size limit and a rate limit.
 
 The event schema (`EVENT_SCHEMA`, `parse_event`) and each side's wire protocol are documented
-in their modules. The store side (jobs, runs, detection) lives in `mcp_server.jobs`.
+in their modules. The store side (jobs, runs, detection) lives in `mcp_server.core.jobs`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Protocol
 
 from starlette.routing import WebSocketRoute
 
-from mcp_server.backends.ingest_client import (
+from mcp_server.backends.ingest.client import (
     HubClient,
     LastEventId,
     WebhookRestarter,
     backoff_delay,
 )
-from mcp_server.backends.ingest_feed import IngestBatch, OnBatch
-from mcp_server.backends.ingest_schema import (
+from mcp_server.backends.ingest.feed import IngestBatch, OnBatch
+from mcp_server.backends.ingest.schema import (
     EVENT_SCHEMA,
     IDENTITY,
     TYPES,
@@ -34,7 +34,7 @@ from mcp_server.backends.ingest_schema import (
     parse_event,
     parse_frame,
 )
-from mcp_server.backends.ingest_server import TokenBucket, ingest_route
+from mcp_server.backends.ingest.server import TokenBucket, ingest_route
 from mcp_server.errors import ConfigError
 from mcp_server.settings import IngestSettings
 

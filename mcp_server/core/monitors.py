@@ -18,9 +18,9 @@ from datetime import timedelta
 from typing import Any
 
 from mcp_server.backends.logsummary import classify
+from mcp_server.core.logsources import read_source
 from mcp_server.deps import Deps
 from mcp_server.errors import NotFound, OpsMedicError
-from mcp_server.logsources import read_source
 from mcp_server.models import Run, utcnow
 from mcp_server.settings import MonitorInput, MonitorSpec
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio.from_thread
 
-from mcp_server.backends.docker_engine import DockerEngine
+from mcp_server.backends.docker.engine import DockerEngine
 from mcp_server.errors import Conflict, NotFound
 
 

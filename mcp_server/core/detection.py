@@ -17,12 +17,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_server.backends.docker_events import DockerEvent, EventHistory, classify
+from mcp_server.backends.docker.events import DockerEvent, EventHistory, classify
 from mcp_server.core import duties
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.incidents import Incidents
 from mcp_server.deps import Deps
 from mcp_server.errors import Unavailable
-from mcp_server.incidents import Incidents
 from mcp_server.models import Event, Incident, IncidentStatus, Severity
 from mcp_server.safety.policy import Policy
 

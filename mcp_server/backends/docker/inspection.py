@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from mcp_server.backends.docker_format import (
+from mcp_server.backends.docker.format import (
     Health,
     Model,
     as_health,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from mcp_server.backends.logfiles import atail_file
 from mcp_server.deps import Deps
 from mcp_server.errors import InvalidInput, NotFound, Unavailable
-from mcp_server.safety.paths import resolve_under_roots
+from mcp_server.safety.grep import compile_grep, grep_lines
 
 SOURCES_HELP = (
     "container:NAME, process:NAME, job:ID or file:/abs/path (files only under OPSMEDIC_LOG_ROOTS)"
@@ -29,24 +28,29 @@ async def read_source(
     kind, _, name = source.partition(":")
     if not name:
         raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
+    compile_grep(grep)  # refuse a bad pattern before any work, whatever the source
     if kind == "container":
         docker = deps.services.docker
         if docker is None:
             raise Unavailable("Docker watching is switched off in this server")
         got = await docker.logs(name, lines=lines, since=since)
-        return _grep(got, grep), None
+        return grep_lines(got, grep)
     if kind == "job":
         return await _job_lines(deps, name, lines, grep)
     if kind == "process":
         sup = deps.services.processes
         if sup is None:
             raise NotFound("no managed processes are configured; add [[processes]] to the config")
-        path = sup.log_path(name)
+        result = await atail_file(
+            sup.log_path(name), lines, grep=grep, since=since, max_line_chars=max_line_chars
+        )
     elif kind == "file":
-        path = resolve_under_roots(name, deps.settings.log_roots)
+        roots = deps.settings.log_roots
+        result = await atail_file(
+            name, lines, grep=grep, since=since, roots=roots, max_line_chars=max_line_chars
+        )
     else:
         raise InvalidInput(f"source {source!r} is not one of {SOURCES_HELP}")
-    result = await atail_file(path, lines, grep=grep, since=since, max_line_chars=max_line_chars)
     return result.lines, result.note
 
 
@@ -61,14 +65,5 @@ async def _job_lines(
         collected = [f"[run {run.id}] {line}" for line in run.log] + collected
         if len(collected) >= lines:
             break
-    return _grep(collected, grep)[-lines:], None
-
-
-def _grep(lines: list[str], grep: str | None) -> list[str]:
-    if not grep:
-        return lines
-    try:
-        pattern = re.compile(grep, re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidInput(f"grep {grep!r} is not a valid regex: {exc}") from None
-    return [line for line in lines if pattern.search(line)]
+    kept, note = grep_lines(collected, grep)
+    return kept[-lines:], note

@@ -37,8 +37,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mcp_server.backends.ingest_feed import Feed, IngestBatch, OnBatch
-from mcp_server.backends.ingest_schema import (
+from mcp_server.backends.ingest.feed import Feed, IngestBatch, OnBatch
+from mcp_server.backends.ingest.schema import (
     IDENTITY,
     FieldMapping,
     FrameResult,

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_server.backends.docker_format import Health, as_health, short_id
+from mcp_server.backends.docker.format import Health, as_health, short_id
 from mcp_server.core import duties
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import docker.errors
 import requests
 from pydantic import BaseModel, ConfigDict
 
-from mcp_server.backends.docker_events import (
+from mcp_server.backends.docker.events import (
     ACTIONS,
     DockerEvent,
     EventHistory,
@@ -39,7 +39,7 @@ from mcp_server.backends.docker_events import (
     classify,
     follow_events,
 )
-from mcp_server.backends.docker_format import (
+from mcp_server.backends.docker.format import (
     ContainerSummary,
     check_status,
     engine_filters,
@@ -49,14 +49,14 @@ from mcp_server.backends.docker_format import (
     summary_from_row,
     with_inspect,
 )
-from mcp_server.backends.docker_inspect import (
+from mcp_server.backends.docker.inspection import (
     ContainerDetail,
     ContainerState,
     detail_from_inspect,
     running_verdict,
     state_from_inspect,
 )
-from mcp_server.errors import Conflict, NotFound, OpsMedicError, Unavailable
+from mcp_server.errors import Conflict, InvalidInput, NotFound, OpsMedicError, Unavailable
 from mcp_server.selectors import parse_selector
 
 __all__ = [
@@ -106,6 +106,19 @@ def _docker_errors(name: str, host: str, what: str = "container") -> Iterator[No
             f"no Docker engine reachable at {host}: start dockerd or set DOCKER_HOST; "
             "other tools keep working"
         ) from exc
+
+
+#: Docker's own grammar for container names (and ids, which are hex): anything else never
+#: reaches the engine's API, so a name cannot walk its URL paths.
+CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}")
+
+
+def check_container_name(name: str) -> None:
+    if not CONTAINER_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a container name (letters, digits, '_', '.', '-'; starting with "
+            "a letter or digit); call list_containers for names"
+        )
 
 
 class DiskItem(BaseModel):
@@ -171,6 +184,9 @@ class DockerEngine:
         what: str = "container",
         limiter: anyio.CapacityLimiter | None = None,
     ) -> T:
+        if name and what == "container":
+            check_container_name(name)  # before any API call: no "../images/x" path walks
+
         def work() -> T:
             with _docker_errors(name, self.host, what):
                 return func(self._client())

@@ -1,0 +1,1 @@
+"""The Docker engine: listing, inspect, logs, events, acting, clean-up leftovers."""

@@ -1,0 +1,1 @@
+"""Mail: composing, the durable SMTP outbox, the IMAP reply watcher, reply parsing."""
