@@ -29,6 +29,8 @@ LOG_KINDS = ("container", "process", "job", "file")
 SKIP = {"escalated", "awaiting_approval"}
 ACTING = {"healing", "verifying"}
 SETTLE_S = 2.0
+# refusals that only mean "someone is already on it": no note, the server sets the status
+QUIET_RULES = ("concurrency", "self_healing")
 ACTION_TIMEOUT_S = 120.0
 EVIDENCE_LINES = 200
 
@@ -163,7 +165,7 @@ class Runner:
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
         wait = refusal.get("wait_s")
-        if refusal.get("rule") != "concurrency":  # (else the server's action sets the status)
+        if refusal.get("rule") not in QUIET_RULES:  # (else the server sets the status)
             await self.note(iid, f"restart refused: {out}", status="open")
         if isinstance(wait, int | float) and wait > 0 and not refusal.get("escalate"):
             self._retry[iid] = self.clock() + float(wait)  # the server said when

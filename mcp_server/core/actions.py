@@ -34,6 +34,7 @@ LEASE_TTL_S = 15.0  # a dead holder blocks a target at most this long
 RENEW_S = LEASE_TTL_S / 3
 LIVE = ("started", "verifying")  # action states that are in flight (until their deadline)
 ACT_MARGIN_S = 30.0  # time allowed for the act itself, beyond verification
+SELF_HEAL_WAIT_S = 2.0  # look again this soon while a target's own restart policy acts
 
 
 def lease_name(target: Target | str) -> str:
@@ -177,6 +178,14 @@ class Actions:
         state = await self.drivers.of(target).state(target.name)
         if inc is not None and inc.status in CLOSED_STATUSES:
             why = f"incident {incident_id} is already {inc.status.value}"
+        elif state.restarting:  # its own supervisor (Docker's restart policy) acts first
+            raise Refused(
+                f"{target} is being restarted by its own restart policy; look again shortly.",
+                {"refused": True, "rule": "self_healing", "target": str(target),
+                 "wait_s": SELF_HEAL_WAIT_S, "escalate": False,
+                 "retry_at": (utcnow() + timedelta(seconds=SELF_HEAL_WAIT_S)).isoformat(),
+                 "remedy": "nothing: Docker is bringing it back"},
+            )  # fmt: skip
         elif state.fine:
             why = f"{target} is running again ({state.detail})"
             await self.incidents.transition(

@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 SEVERITY = {"oom": Severity.critical, "restart_loop": Severity.critical}
 HOST_STREAK = 3  # consecutive critical readings before a host incident
-OWN_MARGIN_S = 0.5  # engine events this soon after our restart call returned are its own
+# Our restart's engine events (kill, die, start, restart) all happen before the restart call
+# returns (acted_at); a die after that is the target's own, however soon.
+OWN_MARGIN_S = 0.05
 KEEPALIVE_S = 5.0  # event watchers beat this often while their source is quiet
 
 

@@ -31,6 +31,7 @@ from mcp_server.models import IncidentStatus, Run, utcnow
 logger = logging.getLogger(__name__)
 
 STUCK = (IncidentStatus.healing, IncidentStatus.verifying)
+EVENT_GRACE_S = 5.0  # a target down for less than this is the event watcher's to report
 
 
 class Reconciler:
@@ -47,6 +48,7 @@ class Reconciler:
         self.incidents = incidents
         self.autoheal = autoheal
         self.report = report  # Detector.report: (target, symptom, title, detail) -> Incident
+        self.watching_since = utcnow()
 
     async def run(self) -> None:
         """The duty: a pass now, then every reconcile_s."""
@@ -140,6 +142,8 @@ class Reconciler:
                     continue
                 state = await driver.state(name)
                 if state.exists and not state.running and not state.restarting:
+                    if self._fresh(state.down_since):
+                        continue  # went down just now, while watched: its event reports it
                     title = f"{target} should be running but is {state.detail} (reconcile)"
                     await self.report(target, "down", title, {"seen": state.detail})
 
@@ -149,3 +153,8 @@ class Reconciler:
         waiting = [IncidentStatus.open, IncidentStatus.diagnosing]
         for inc in await self.deps.store.list_incidents(waiting, limit=200):
             self.autoheal.consider(inc)
+
+    def _fresh(self, down_since: datetime | None) -> bool:
+        if down_since is None or down_since < self.watching_since:
+            return False  # went down before OpsMedic watched: no event will tell
+        return (utcnow() - down_since).total_seconds() < EVENT_GRACE_S

@@ -7,6 +7,7 @@ never branches on the kind: it asks the registry for the driver and talks to it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +24,8 @@ class TargetState(BaseModel):
     healthy: bool | None = None
     #: Its own supervisor (Docker's restart policy) is bringing it back: leave it to that.
     restarting: bool = False
+    #: when it went down (None: running, or unknown): events handle fresh failures first
+    down_since: datetime | None = None
     detail: str = ""
 
     @property

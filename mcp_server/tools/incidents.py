@@ -41,7 +41,8 @@ async def list_incidents(
 
 async def get_incident(incident_id: IncidentId, ctx: Context) -> ToolResult:
     """One incident: status, repeat count, detail, timeline and RCA."""
-    store = deps_of(ctx).store
+    deps = deps_of(ctx)
+    store = deps.store
     inc = await store.get_incident(incident_id)
     if inc is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
@@ -54,7 +55,7 @@ async def get_incident(incident_id: IncidentId, ctx: Context) -> ToolResult:
     data["rca"] = rca.model_dump(mode="json") if rca else None
     # what a model reads is framed: titles, notes and RCA texts quote logs and other systems;
     # programs read the same fields unframed from the structured content
-    text = json.dumps(data, ensure_ascii=False)
+    text = json.dumps(deps.redactor.redact(data), ensure_ascii=False)
     framed = frame_untrusted(text, f"incident {incident_id}", max_chars=len(text) + 1)
     return ToolResult(content=[TextContent(type="text", text=framed)], structured_content=data)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,14 +162,6 @@ def test_mail_parse_agrees_on_token_shape_and_message_id() -> None:
 
 
 # --- the desk on a real store -------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(f"sqlite:///{tmp_path}/approvals.db")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -75,14 +73,6 @@ def test_bad_until_says_what_to_write(text: str, says: str) -> None:
 
 
 # --- the service ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(f"sqlite:///{tmp_path}/holds.db")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
