@@ -6,10 +6,15 @@ import contextlib
 import os
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -39,3 +44,104 @@ def describe(samples_s: Sequence[float]) -> str:
         f"median {statistics.median(ms):8.1f} ms  p95 {p95:8.1f} ms  "
         f"min {ms[0]:7.1f}  max {ms[-1]:7.1f}  (n={len(ms)})"
     )
+
+
+def p95(samples: Sequence[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+class EngineEvents:
+    """The engine's container events for names starting with `prefix`, followed in a daemon
+    thread from `since` on (so nothing is missed), with their engine timestamps (ns)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.seen: list[tuple[str, str, int]] = []  # (name, action, timeNano)
+        self._cond = threading.Condition()
+        self._since = int(time.time()) - 1
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        stream = self.client.api.events(
+            decode=True, since=self._since, filters={"type": "container"}
+        )
+        for ev in stream:
+            name = ev.get("Actor", {}).get("Attributes", {}).get("name", "")
+            if not name.startswith(self.prefix):
+                continue
+            action = str(ev.get("Action", "")).partition(":")[0]
+            with self._cond:
+                self.seen.append((name, action, int(ev.get("timeNano", 0))))
+                self._cond.notify_all()
+
+    def first(self, name: str, action: str, after_ns: int) -> int | None:
+        with self._cond:
+            for n, a, t in self.seen:
+                if n == name and a == action and t > after_ns:
+                    return t
+        return None
+
+    def wait_for(self, name: str, action: str, after_ns: int, timeout: float = 30.0) -> int:
+        """timeNano of the first `action` of `name` after `after_ns`; TimeoutError if none."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (t := self.first(name, action, after_ns)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {action} of {name} within {timeout:.0f}s")
+                self._cond.wait(left)
+        return t
+
+    def count(self, name: str, action: str, after_ns: int, until_ns: int | None = None) -> int:
+        with self._cond:
+            return sum(
+                1
+                for n, a, t in self.seen
+                if n == name
+                and a == action
+                and t > after_ns
+                and (until_ns is None or t <= until_ns)
+            )
+
+
+# --- OpsMedic in-process: create_server + fastmcp Client, driven from a worker thread ---------
+
+Call = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+async def with_opsmedic(mode: str, policy: dict[str, Any], work: Callable[[Call], T]) -> T:
+    """Run `work(call)` in a thread while an in-process OpsMedic server (its lifespan: event
+    watcher, auto-healer, reconciler) runs on this event loop; `call` is a blocking tool call."""
+    import asyncio
+    import tempfile
+
+    from fastmcp import Client
+
+    from mcp_server.app import create_server
+    from mcp_server.settings import Settings
+
+    settings = Settings(data_dir=tempfile.mkdtemp(prefix="bench-om-"), mode=mode, policy=policy)
+    loop = asyncio.get_running_loop()
+    async with Client(create_server(settings)) as client:
+
+        def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(client.call_tool(tool, args), loop)
+            return dict(future.result(timeout=30).structured_content or {})
+
+        return await asyncio.to_thread(work, call)
+
+
+def active_incidents(call: Call, target: str) -> list[dict[str, Any]]:
+    rows = call("list_incidents", {"status": "active", "limit": 200})["incidents"]
+    return [r for r in rows if r["target"] == target]
+
+
+def wait_settled(call: Call, target: str, timeout: float = 60.0) -> None:
+    """Until `target` has no active incident (restarted, verified, resolved)."""
+    deadline = time.monotonic() + timeout
+    while active_incidents(call, target):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{target} still has an active incident after {timeout:.0f}s")
+        time.sleep(0.1)
