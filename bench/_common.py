@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,58 +52,50 @@ def p95(samples: Sequence[float]) -> float:
 
 
 class EngineEvents:
-    """The engine's container events for names starting with `prefix`, followed in a daemon
-    thread from `since` on (so nothing is missed), with their engine timestamps (ns)."""
+    """The engine's container events for names starting with `prefix`, with their engine
+    timestamps (ns). Read by polling the engine's event history (since/until queries that
+    end), not a long-lived stream: a follower thread's stream was seen to stall here."""
+
+    POLL_S = 0.05
 
     def __init__(self, client: Any, prefix: str) -> None:
-        self.client = client
+        self.api = client.api
         self.prefix = prefix
-        self.seen: list[tuple[str, str, int]] = []  # (name, action, timeNano)
-        self._cond = threading.Condition()
-        self._since = int(time.time()) - 1
-        threading.Thread(target=self._follow, daemon=True).start()
+        self.seen: list[tuple[str, str, int]] = []  # (name, action, timeNano), engine order
+        self._keys: set[tuple[str, str, int]] = set()
+        self._cursor_ns = time.time_ns() - 1_000_000_000
 
-    def _follow(self) -> None:
-        stream = self.client.api.events(
-            decode=True, since=self._since, filters={"type": "container"}
-        )
-        for ev in stream:
+    def refresh(self) -> None:
+        until = time.time() + 0.01
+        since = f"{self._cursor_ns / 1e9:.9f}"
+        for ev in self.api.events(since=since, until=f"{until:.9f}", decode=True,
+                                  filters={"type": "container"}):  # fmt: skip
             name = ev.get("Actor", {}).get("Attributes", {}).get("name", "")
-            if not name.startswith(self.prefix):
-                continue
-            action = str(ev.get("Action", "")).partition(":")[0]
-            with self._cond:
-                self.seen.append((name, action, int(ev.get("timeNano", 0))))
-                self._cond.notify_all()
+            key = (name, str(ev.get("Action", "")).partition(":")[0], int(ev.get("timeNano", 0)))
+            if name.startswith(self.prefix) and key not in self._keys:
+                self._keys.add(key)
+                self.seen.append(key)
+        # re-read the last 2 s each time: an event may be published a little late
+        self._cursor_ns = max(self._cursor_ns, int(until * 1e9) - 2_000_000_000)
 
     def first(self, name: str, action: str, after_ns: int) -> int | None:
-        with self._cond:
-            for n, a, t in self.seen:
-                if n == name and a == action and t > after_ns:
-                    return t
-        return None
+        hits = [t for n, a, t in self.seen if n == name and a == action and t > after_ns]
+        return min(hits) if hits else None
 
     def wait_for(self, name: str, action: str, after_ns: int, timeout: float = 30.0) -> int:
         """timeNano of the first `action` of `name` after `after_ns`; TimeoutError if none."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while (t := self.first(name, action, after_ns)) is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no {action} of {name} within {timeout:.0f}s")
-                self._cond.wait(left)
-        return t
+        while True:
+            self.refresh()
+            if (t := self.first(name, action, after_ns)) is not None:
+                return t
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {action} of {name} within {timeout:.0f}s")
+            time.sleep(self.POLL_S)
 
-    def count(self, name: str, action: str, after_ns: int, until_ns: int | None = None) -> int:
-        with self._cond:
-            return sum(
-                1
-                for n, a, t in self.seen
-                if n == name
-                and a == action
-                and t > after_ns
-                and (until_ns is None or t <= until_ns)
-            )
+    def count(self, name: str, action: str, after_ns: int) -> int:
+        self.refresh()
+        return sum(1 for n, a, t in self.seen if n == name and a == action and t > after_ns)
 
 
 # --- OpsMedic in-process: create_server + fastmcp Client, driven from a worker thread ---------
@@ -111,7 +103,9 @@ class EngineEvents:
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
-async def with_opsmedic(mode: str, policy: dict[str, Any], work: Callable[[Call], T]) -> T:
+async def with_opsmedic(
+    mode: str, policy: dict[str, Any], work: Callable[[Call], T], quiet: int = logging.ERROR
+) -> T:
     """Run `work(call)` in a thread while an in-process OpsMedic server (its lifespan: event
     watcher, auto-healer, reconciler) runs on this event loop; `call` is a blocking tool call."""
     import asyncio
@@ -124,7 +118,9 @@ async def with_opsmedic(mode: str, policy: dict[str, Any], work: Callable[[Call]
 
     settings = Settings(data_dir=tempfile.mkdtemp(prefix="bench-om-"), mode=mode, policy=policy)
     loop = asyncio.get_running_loop()
-    async with Client(create_server(settings)) as client:
+    server = create_server(settings)
+    logging.getLogger("mcp_server").setLevel(quiet)  # "incident N opened" x hundreds
+    async with Client(server) as client:
 
         def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
             future = asyncio.run_coroutine_threadsafe(client.call_tool(tool, args), loop)
