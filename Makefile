@@ -43,7 +43,7 @@ lint: venv
 	$(BIN)/mypy
 
 bench: venv
-	@set -e; for f in bench/*.py; do \
+	@set -e; for f in bench/bench_*.py; do \
 		[ -e "$$f" ] || continue; \
 		echo "== $$f"; \
 		$(BIN)/python "$$f"; \

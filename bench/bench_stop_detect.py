@@ -22,7 +22,7 @@ from typing import Any
 import docker
 from _common import Call, EngineEvents, describe, docker_engine, wait_settled, with_opsmedic
 
-from mcp_server.detection import OWN_MARGIN_S
+from mcp_server.core.detection import OWN_MARGIN_S
 from tests.services import ensure_busybox_image
 
 TRAPS_TERM = "trap 'exit 0' TERM; sleep 3600 & wait"
