@@ -165,7 +165,9 @@ class Runner:
         if ok:
             return "restarted" if out.get("ok") else "restart_failed"
         wait = refusal.get("wait_s")
-        if refusal.get("rule") not in QUIET_RULES:  # (else the server sets the status)
+        if refusal.get("escalate"):  # the server escalated it: a person has it now
+            await self.note(iid, f"restart refused: {out}")
+        elif refusal.get("rule") not in QUIET_RULES:  # (else the server sets the status)
             await self.note(iid, f"restart refused: {out}", status="open")
         if isinstance(wait, int | float) and wait > 0 and not refusal.get("escalate"):
             self._retry[iid] = self.clock() + float(wait)  # the server said when

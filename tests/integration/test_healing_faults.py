@@ -144,10 +144,15 @@ def test_two_opsmedics_on_one_mongo_share_one_budget(
         t0 = time.time()
         box = docker_env.run("looper", "sleep 1; echo giving up; exit 3", labels=MANAGED)
         target = f"container:{box.name}"
-        row = wait_until(
-            lambda: [i for i in runs[0].incidents(target) if i["status"] == "escalated"],
-            timeout=120,
-        )[0]
+        try:
+            row = wait_until(
+                lambda: [i for i in runs[0].incidents(target) if i["status"] == "escalated"],
+                timeout=120,
+            )[0]
+        except TimeoutError:
+            seen = [runs[0].incident(i["id"]) for i in runs[0].incidents(target)]
+            logs = f"{runs[0].log()[-4000:]}\n{runs[1].log()[-4000:]}"
+            raise AssertionError(f"{seen}\n{logs}") from None
         time.sleep(4)  # nothing more happens after the escalation
         inc = runs[1].incident(row["id"])
         all_for_target = runs[0].incidents(target)
