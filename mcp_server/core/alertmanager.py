@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
-from mcp_server.errors import InvalidInput
+from mcp_server.errors import InvalidInput, OpsMedicError
 from mcp_server.models import Incident, IncidentStatus, Severity, TimelineEntry
 
 MAX_ALERTS = 1000
@@ -145,12 +145,29 @@ class AlertIntake:
         title = f"Alertmanager: {name}" + (f": {summary[:200]}" if summary else "")
         title = self.deps.redactor.redact_text(title)
         incidents = self.deps.services.incidents
-        inc, _created = await incidents.report(
+        inc, created = await incidents.report(
             target, symptom, title, severity_of(alert.labels), detail
         )
-        if not target.startswith("alert:"):
-            self.deps.services.autoheal.consider(inc)  # in scope and policy, like any incident
+        await self._heal(inc, created)
         return inc
+
+    async def _heal(self, inc: Incident, created: bool) -> None:
+        """A target that is down goes to the auto-healer (scope and policy decide, as for any
+        incident). One that is up is left to a person: the healer restarts only what is down
+        and would resolve the incident as "running again" while Alertmanager says it fires."""
+        target = Target.parse(inc.target)
+        services = self.deps.services
+        if target.kind not in services.drivers.restartable:
+            return
+        try:
+            state = await services.drivers.of(target).state(target.name)
+        except OpsMedicError:
+            state = None  # unknown: the healer looks for itself
+        if state is None or not state.fine:
+            services.autoheal.consider(inc)
+        elif created:
+            text = f"{target} is up ({state.detail}): not restarted; the alert is for a person"
+            await services.incidents.note(inc.id, "note", text, ACTOR)
 
     async def _resolve(self, alert: Alert, target: str, actor: str) -> bool:
         inc = await self._active(target, f"alert:{alert_name(alert.labels)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -133,3 +134,42 @@ async def test_a_malformed_payload_is_400_with_the_reason(opsmedic):
         r = await client.post(PATH, content=b"[", headers=AUTH)
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
     assert await deps.store.list_incidents(None) == []
+
+
+async def test_in_heal_mode_a_running_target_is_left_to_a_person(
+    tmp_path, docker_host, docker_env, alertmanager
+):
+    """The healer restarts what is down; an alert about a running container (in scope or
+    not) keeps one open incident, is never acted on and is resolved by Alertmanager."""
+    settings = make_settings(tmp_path / "data", mode="heal", auth={"tokens": TOKEN})
+    managed = docker_env.run("am-heal", labels=MANAGED)
+    stranger = docker_env.run("am-stranger")  # not in scope
+    started = {c.name: _started_at(docker_env, c) for c in (managed, stranger)}
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    async with opsmedic_http(settings) as (base, deps):
+        am = alertmanager(base + PATH, TOKEN)
+        for box in (managed, stranger):
+            await am.post_alert({"alertname": "AppHung", "container": box.name})
+
+        async def repeated() -> bool:
+            found = await _incidents(deps, f"container:{managed.name}")
+            return bool(found) and found[0].count >= 3
+
+        await _eventually(repeated)
+        [inc] = await _incidents(deps, f"container:{managed.name}")
+        assert inc.status is IncidentStatus.open
+        assert any("not restarted" in t.text for t in inc.timeline)
+        assert await deps.store.list_actions(since) == []
+        await am.post_alert({"alertname": "AppHung", "container": managed.name}, resolved=True)
+
+        async def resolved() -> bool:
+            now = await deps.store.get_incident(inc.id)
+            return now is not None and now.status is IncidentStatus.resolved
+
+        await _eventually(resolved)
+    for box in (managed, stranger):
+        assert _started_at(docker_env, box) == started[box.name]
+
+
+def _started_at(docker_env: Any, box: Any) -> str:
+    return str(docker_env._get(box).attrs["State"]["StartedAt"])

@@ -12,9 +12,10 @@ import pytest
 from mcp_server.app import create_http_app, create_server
 from mcp_server.core.alertmanager import map_target, parse_notification, severity_of
 from mcp_server.deps import Deps
+from mcp_server.drivers.base import TargetState
 from mcp_server.errors import InvalidInput
 from mcp_server.models import IncidentStatus, Severity
-from tests.helpers import make_settings
+from tests.helpers import make_settings, swap
 
 TOKEN = "alertmanager-token-for-unit-tests-1"
 URL = "/api/alerts/alertmanager"
@@ -187,3 +188,46 @@ async def test_one_incident_stays_open_while_another_fingerprint_fires(authed):
     await client.post(URL, json=other, headers=AUTH)
     inc = await deps.store.get_incident(inc.id)
     assert inc is not None and inc.status is IncidentStatus.resolved
+
+
+async def test_in_heal_mode_only_a_mapped_target_that_is_down_goes_to_the_autoheal(tmp_path):
+    considered: list[str] = []
+
+    class Recorder:  # the real AutoHealer's policy is tested elsewhere; here: what reaches it
+        def consider(self, inc: Any) -> None:
+            considered.append(inc.target)
+
+    class Driver:
+        async def state(self, name: str) -> TargetState:
+            return TargetState(running=name == "up", detail="running" if name == "up" else "")
+
+    class Drivers:
+        restartable = frozenset({"container"})
+
+        def of(self, _target: Any) -> Driver:
+            return Driver()
+
+    async for client, deps in _client(tmp_path, auth={"tokens": TOKEN}, mode="heal"):
+        swap(deps, autoheal=Recorder(), drivers=Drivers())
+        body = payload(
+            alert(container="down"),
+            alert(fingerprint="f2", container="up"),
+            alert(fingerprint="f3"),
+        )
+        assert (await client.post(URL, json=body, headers=AUTH)).status_code == 200
+        assert considered == ["container:down"]
+        [up] = [i for i in await deps.store.list_incidents(None) if i.target == "container:up"]
+        assert "not restarted" in up.timeline[-1].text
+
+
+async def test_alert_incidents_show_in_the_dashboard_api(authed):
+    client, _deps = authed
+    await client.post(URL, json=payload(alert(), alert(fingerprint="f2", container="web")),
+                      headers=AUTH)  # fmt: skip
+    overview = await client.get("/api/overview", headers=AUTH)
+    assert overview.status_code == 200
+    rows = (await client.get("/api/incidents", headers=AUTH)).json()["incidents"]
+    assert {r["target"] for r in rows} == {"alert:Down", "container:web"}
+    for row in rows:
+        detail = await client.get(f"/api/incidents/{row['id']}", headers=AUTH)
+        assert detail.status_code == 200 and "hunter2secret" not in detail.text
