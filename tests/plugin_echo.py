@@ -35,6 +35,9 @@ class EchoDriver:
     async def verify(self, name: str) -> tuple[bool, str]:
         return self.up.get(name, False), "echo answers"
 
+    async def logs(self, name: str, lines: int, **_: Any) -> tuple[list[str], str | None]:
+        return [f"echo {name} is {'up' if self.up.get(name) else 'down'}"][-lines:], None
+
     async def identity(self, name: str) -> str:
         return f"echo:{name}"
 

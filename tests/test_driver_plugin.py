@@ -42,6 +42,8 @@ async def test_a_plugin_kind_is_healed_by_the_same_pipeline(tmp_path, echo_plugi
                 "restart", {"target": "nope:svc", "reason": "unknown kind"}, raise_on_error=False
             )
             assert other.is_error and "echo" in other.content[0].text
+            logs = await c.call_tool("tail_logs", {"source": "echo:svc"})  # logs by driver too
+            assert "echo svc is up" in logs.structured_content["lines"]
         ledger = await deps.services.actions.ledger()
         assert len(ledger.history("echo:svc")) == 1  # the action record is in the store
     finally:

@@ -26,7 +26,8 @@ from mcp_server.deps import Deps
 from mcp_server.drivers import Drivers
 from mcp_server.errors import InvalidInput, Refused
 from mcp_server.models import CLOSED_STATUSES, Event, IncidentStatus, Run, utcnow
-from mcp_server.safety.policy import HOUR_S, Decision, Policy, RestartLedger
+from mcp_server.safety.ledger import HOUR_S, RestartLedger
+from mcp_server.safety.policy import Decision, Policy
 
 logger = logging.getLogger(__name__)
 

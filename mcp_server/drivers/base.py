@@ -57,6 +57,19 @@ class TargetDriver(Protocol):
         """After an action: did it come back and stay up? (ok, what was seen)."""
         ...
 
+    async def logs(
+        self,
+        name: str,
+        lines: int,
+        *,
+        since: datetime | None = None,
+        grep: str | None = None,
+        max_line_chars: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        """Its newest `lines` log lines, oldest first (grep: an RE2 pattern), and a note
+        about anything cut."""
+        ...
+
     async def identity(self, name: str) -> str:
         """What an approval or a lease is bound to: changes when the target is recreated."""
         ...

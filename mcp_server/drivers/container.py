@@ -7,6 +7,7 @@ from typing import Any
 
 from mcp_server.drivers.base import TargetState
 from mcp_server.errors import NotFound
+from mcp_server.safety.grep import grep_lines
 from mcp_server.settings import PolicySettings
 
 #: How long a container with its own restart policy is left to Docker after it exits.
@@ -54,6 +55,18 @@ class ContainerDriver:
             stable_s=self.policy.verify_stable_s,
         )
         return bool(ok), str(detail)
+
+    async def logs(
+        self,
+        name: str,
+        lines: int,
+        *,
+        since: datetime | None = None,
+        grep: str | None = None,
+        max_line_chars: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        got = await self.docker.logs(name, lines=lines, since=since)
+        return grep_lines(got, grep)
 
     async def identity(self, name: str) -> str:
         return str((await self.docker.inspect_container(name)).id)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import anyio
 
 from mcp_server.drivers.base import TargetState
 from mcp_server.errors import NotFound, Unavailable
+from mcp_server.safety.grep import grep_lines
 from mcp_server.settings import PolicySettings
 from mcp_server.store.base import Store
 
@@ -61,6 +63,27 @@ class JobDriver:
                 if job and (job.last_run_id, job.last_heartbeat) != seen and job.status != "failed":
                     return True, f"job reports {job.status} (run {job.last_run_id})"
         return False, f"no new run or heartbeat from job {name} within {timeout_s:g}s"
+
+    async def logs(
+        self,
+        name: str,
+        lines: int,
+        *,
+        since: datetime | None = None,
+        grep: str | None = None,
+        max_line_chars: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        """The newest runs' logs, each line tagged with its run."""
+        runs = await self.store.list_runs(subject=name, limit=5)
+        if not runs and await self.store.get_job(name) is None:
+            raise NotFound(f"no job {name!r}; read opsmedic://jobs for ids")
+        collected: list[str] = []
+        for run in runs:  # newest first; keep the newest lines
+            collected = [f"[run {run.id}] {line}" for line in run.log] + collected
+            if len(collected) >= lines:
+                break
+        kept, note = grep_lines(collected, grep)
+        return kept[-lines:], note
 
     async def identity(self, name: str) -> str:
         return f"job:{name}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import anyio
 
+from mcp_server.backends.logfiles import atail_file
 from mcp_server.drivers.base import TargetState
 from mcp_server.errors import NotFound
 from mcp_server.settings import PolicySettings
@@ -42,6 +44,19 @@ class ProcessDriver:
         if st.running:
             return True, f"running as pid {st.pid} for {stable_s:g}s"
         return False, f"exited again (code {st.exit_code}, signal {st.signal})"
+
+    async def logs(
+        self,
+        name: str,
+        lines: int,
+        *,
+        since: datetime | None = None,
+        grep: str | None = None,
+        max_line_chars: int = 2000,
+    ) -> tuple[list[str], str | None]:
+        path = self.supervisor.log_path(name)
+        got = await atail_file(path, lines, grep=grep, since=since, max_line_chars=max_line_chars)
+        return got.lines, got.note
 
     async def identity(self, name: str) -> str:
         return f"process:{name}"

@@ -25,6 +25,7 @@ from fastmcp.server.auth import AccessToken
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from mcp_server.core import alertmanager
 from mcp_server.deps import Deps
 from mcp_server.errors import InvalidInput, NotFound, OpsMedicError
 from mcp_server.models import IncidentStatus
@@ -56,6 +57,13 @@ NO_AUTH_APPROVAL = (
     "approving from the dashboard needs an authenticated operator: configure "
     "OPSMEDIC_AUTH__TOKENS to approve from the dashboard (or reply to the approval email)"
 )
+
+NO_AUTH_ALERTS = (
+    "the Alertmanager receiver needs authentication: set OPSMEDIC_AUTH__TOKENS and configure "
+    "the receiver with http_config.authorization.credentials (an unauthenticated incident "
+    "source is refused)"
+)
+MAX_ALERT_BODY = 4 * 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -105,17 +113,19 @@ class Web:
             ("/api/audit", get, self.api(self.audit)),
             ("/api/events", get, self.api(self.events)),
             ("/api/stream", get, self.stream),
-            ("/api/approvals/{approval_id}", ["POST"], self.api(self.decide, operator=True)),
+            ("/api/approvals/{approval_id}", ["POST"], self.api(self.decide, NO_AUTH_APPROVAL)),
+            ("/api/alerts/alertmanager", ["POST"], self.api(self.alerts, NO_AUTH_ALERTS)),
             ("/metrics", get, self.prometheus),
         ]
 
     # --- plumbing --------------------------------------------------------------------------
 
-    async def authorize(self, request: Request, operator: bool = False) -> AccessToken | None:
-        """The caller's token when auth is on; None when off. Raises ApiError (401/403)."""
+    async def authorize(self, request: Request, operator: str | None = None) -> AccessToken | None:
+        """The caller's token when auth is on; None when off. Raises ApiError (401/403).
+        `operator`: a token is required, and this is why when auth is off (403)."""
         if self.verifier is None:
             if operator:
-                raise ApiError(403, NO_AUTH_APPROVAL)
+                raise ApiError(403, operator)
             return None
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         access = None
@@ -130,8 +140,9 @@ class Web:
             )
         return access
 
-    def api(self, fn: Callable[..., Awaitable[Any]], operator: bool = False) -> Handler:
-        """Wrap fn(request[, access]) -> JSON body: auth, redaction, errors as JSON."""
+    def api(self, fn: Callable[..., Awaitable[Any]], operator: str | None = None) -> Handler:
+        """Wrap fn(request[, access]) -> JSON body: auth, redaction, errors as JSON.
+        `operator`: a token is required (fn gets it); the text says why when auth is off."""
 
         async def endpoint(request: Request) -> Response:
             try:
@@ -253,6 +264,22 @@ class Web:
             "actor": actor,
             "result": _jsonable(result),
         }
+
+    async def alerts(self, request: Request, access: AccessToken | None) -> dict[str, Any]:
+        """Alertmanager's webhook (payload version 4): incidents opened, bumped, resolved."""
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_ALERT_BODY:
+            raise ApiError(413, f"payload larger than {MAX_ALERT_BODY} bytes")
+        raw = await request.body()
+        if len(raw) > MAX_ALERT_BODY:
+            raise ApiError(413, f"payload larger than {MAX_ALERT_BODY} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InvalidInput("the body is not JSON (an Alertmanager webhook payload)") from None
+        note = alertmanager.parse_notification(body)
+        actor = f"alertmanager:{access.client_id if access else 'unknown'}"
+        return await alertmanager.AlertIntake(self.deps).accept(note, actor)
 
     # --- stream and metrics --------------------------------------------------------------
 
