@@ -38,6 +38,15 @@ ACT_MARGIN_S = 30.0  # time allowed for the act itself, beyond verification
 SELF_HEAL_WAIT_S = 2.0  # look again this soon while a target's own restart policy acts
 
 
+#: Symptoms that "it runs (and is not unhealthy)" answers: a target found fine closes such an
+#: incident. Others (an alert, a job's failed run) are not answered by "it runs".
+DOWN_SYMPTOMS = frozenset({"died", "stopped", "down", "oom", "exited", "restart_loop", "unhealthy"})
+
+
+def is_down_symptom(symptom: str) -> bool:
+    return symptom in DOWN_SYMPTOMS
+
+
 def lease_name(target: Target | str) -> str:
     return f"action:{target}"
 
@@ -187,6 +196,8 @@ class Actions:
                  "retry_at": (utcnow() + timedelta(seconds=SELF_HEAL_WAIT_S)).isoformat(),
                  "remedy": "nothing: Docker is bringing it back"},
             )  # fmt: skip
+        elif state.fine and inc is not None and not is_down_symptom(inc.symptom):
+            why = f"{target} is running; incident {incident_id} ({inc.symptom}) is for a person"
         elif state.fine:
             why = f"{target} is running again ({state.detail})"
             await self.incidents.transition(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from mcp_server.core.actions import LEASE_TTL_S, Actions
+from mcp_server.core.actions import LEASE_TTL_S, Actions, is_down_symptom
 from mcp_server.core.incidents import Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
@@ -75,6 +75,8 @@ class AutoHealer:
             return None
         if state.restarting:
             return SELF_HEAL_WAIT_S  # its own restart policy is bringing it back
+        if state.fine and not is_down_symptom(inc.symptom):
+            return None  # up and not unhealthy: this incident (an alert...) is for a person
         decision = await self.actions.decide(target)
         if not decision.allowed and decision.rule in ("mode", "scope"):
             return None  # not ours to heal: the incident stays for a person

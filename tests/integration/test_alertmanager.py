@@ -151,12 +151,19 @@ async def test_in_heal_mode_a_running_target_is_left_to_a_person(
         for box in (managed, stranger):
             await am.post_alert({"alertname": "AppHung", "container": box.name})
 
-        async def repeated() -> bool:
+        async def alert_incidents() -> list[Incident]:
             found = await _incidents(deps, f"container:{managed.name}")
+            return [i for i in found if i.symptom.startswith("alert:")]
+
+        async def repeated() -> bool:
+            found = await alert_incidents()
             return bool(found) and found[0].count >= 3
 
         await _eventually(repeated)
-        [inc] = await _incidents(deps, f"container:{managed.name}")
+        everything = await _incidents(deps, f"container:{managed.name}")
+        alerts = await alert_incidents()
+        assert len(alerts) == 1, [(i.symptom, i.status, i.title) for i in everything]
+        inc = alerts[0]
         assert inc.status is IncidentStatus.open
         assert any("not restarted" in t.text for t in inc.timeline)
         assert await deps.store.list_actions(since) == []
