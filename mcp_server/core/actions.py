@@ -51,6 +51,11 @@ def lease_name(target: Target | str) -> str:
     return f"action:{target}"
 
 
+def in_flight(run: Run, now: float) -> bool:
+    """An action record still running: started or verifying, and before its deadline."""
+    return run.status in LIVE and float(run.detail.get("deadline", 0)) > now
+
+
 def action_deadline_s(policy: Policy) -> float:
     s = policy.settings.policy
     return ACT_MARGIN_S + s.verify_timeout_s + s.verify_stable_s
@@ -62,8 +67,8 @@ def ledger_from(runs: list[Run], now: float) -> RestartLedger:
     for run in runs:
         started = run.started_at.timestamp()
         ledger.record_start(run.subject, started)
-        if run.status in LIVE and float(run.detail.get("deadline", 0)) > now:
-            continue  # still in flight
+        if in_flight(run, now):
+            continue
         ended = run.finished_at.timestamp() if run.finished_at else started
         ok = run.status == "ok"
         ledger.record_result(run.subject, ok, ended)

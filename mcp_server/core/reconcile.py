@@ -20,7 +20,14 @@ from typing import Any
 import anyio
 
 from mcp_server.core import duties
-from mcp_server.core.actions import LIVE, Actions, action_deadline_s, lease_name
+from mcp_server.core.actions import (
+    LEASE_TTL_S,
+    LIVE,
+    Actions,
+    action_deadline_s,
+    in_flight,
+    lease_name,
+)
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.core.incidents import ACTIVE, Incidents
 from mcp_server.core.targets import Target
@@ -72,7 +79,9 @@ class Reconciler:
             if run.status not in LIVE or run.subject in self.actions.mine:
                 continue
             name = lease_name(run.subject)
-            if not await self.deps.store.acquire_lease(name, self.actions.holder, 15.0, utcnow()):
+            if not await self.deps.store.acquire_lease(
+                name, self.actions.holder, LEASE_TTL_S, utcnow()
+            ):
                 continue  # its holder is alive and renewing
             try:
                 await self._settle(run)
@@ -124,7 +133,7 @@ class Reconciler:
     async def _live_runs(self, now: float) -> list[Run]:
         since = datetime.fromtimestamp(now - action_deadline_s(self.actions.policy) - 60, UTC)
         runs = await self.deps.store.list_actions(since)
-        return [r for r in runs if r.status in LIVE and float(r.detail.get("deadline", 0)) > now]
+        return [r for r in runs if in_flight(r, now)]
 
     # --- 3 and 4 ---------------------------------------------------------------------------
 
