@@ -39,7 +39,7 @@ class ContainerDriver:
             running=bool(st.running) and not st.restarting,
             healthy=healthy,
             restarting=bool(st.restarting) or _docker_will_restart(detail),
-            down_since=None if st.running else st.finished_at,
+            down_since=None if st.running else (st.finished_at or st.created_at),
             detail=how + (f", {st.health}" if healthy is not None else ""),
         )
 

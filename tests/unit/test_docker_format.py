@@ -436,3 +436,23 @@ def test_wait_running_verdicts() -> None:
     assert verdict(status="restarting", restarting=True)[:2] == (False, False)
     ok, done, detail = verdict(status="exited", running=False, exit_code=137, oom_killed=True)
     assert (ok, done) == (False, True) and detail == "exited with code 137 (OOMKilled)"
+
+
+def test_a_never_started_container_is_down_since_its_creation() -> None:
+    """`docker run` creates then starts: a reconcile pass in between must see a fresh target
+    (down since a moment ago), not one that "should be running but is created"."""
+    from mcp_server.drivers.container import ContainerDriver
+    from mcp_server.settings import PolicySettings
+
+    doc = _inspect_doc()
+    doc["Created"] = "2026-12-02T09:00:00.123456789Z"
+    zero = "0001-01-01T00:00:00Z"
+    doc["State"] = {"Status": "created", "Running": False, "StartedAt": zero, "FinishedAt": zero}
+
+    class Engine:
+        async def inspect_container(self, name: str) -> Any:
+            return detail_from_inspect(doc)
+
+    state = anyio.run(ContainerDriver(Engine(), PolicySettings()).state, "hc")
+    assert (state.exists, state.running) == (True, False)
+    assert state.down_since == datetime(2026, 12, 2, 9, 0, 0, 123456, UTC)

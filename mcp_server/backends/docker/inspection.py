@@ -41,6 +41,7 @@ class ContainerState(Model):
     error: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    created_at: datetime | None = None
     health: Health = "none"
     restart_count: int = 0
 
@@ -128,6 +129,7 @@ def state_from_inspect(doc: Mapping[str, Any]) -> ContainerState:
         error=clip(str(st.get("Error") or ""), OUTPUT_MAX),
         started_at=parse_docker_time(st.get("StartedAt")),
         finished_at=parse_docker_time(st.get("FinishedAt")),
+        created_at=parse_docker_time(doc.get("Created")),
         health=as_health((st.get("Health") or {}).get("Status")),
         restart_count=int(doc.get("RestartCount") or 0),
     )
