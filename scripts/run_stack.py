@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job ignores it
+        signal.signal(signum, stop_signal)
     try:
         stack.start()
         urls = stack.urls()
