@@ -109,6 +109,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
             4,
             "access",
         ),
+        # SQLite's CANTOPEN in a container: the data directory is not the process's to write
+        (r"unable to open database file|\bSQLITE_CANTOPEN\b", 3, "database file"),
         (
             r"(?:is )?not writable|read-only file system|\bEROFS\b|can ?not write to",
             3,
@@ -287,7 +289,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
     ),
     "code": _cues(
         (
-            r"nil pointer dereference|NullPointerException|NullReferenceException|null pointer",
+            r"nil pointer dereference|NullPointerException|NullReferenceException|null pointer"
+            r"|assignment to entry in nil map|\bruntime error: ",
             3,
             "null deref",
         ),
@@ -357,7 +360,8 @@ CUES: dict[RcaCategory, tuple[Cue, ...]] = {
     ),
     "unknown": _cues(
         (
-            r"received (?:SIGTERM|SIGINT|signal 15|smart shutdown|fast shutdown|shutdown request)|shutdown (?:initiated )?(?:by|on) request",
+            r"received (?:SIGTERM|SIGINT|signal 15|smart shutdown|fast shutdown|shutdown request)|shutdown (?:initiated )?(?:by|on) request"
+            r"|(?:caught|got|handl\w+) (?:a )?(?:signal\W+)?(?:SIGTERM|SIGINT|\W*terminated\b)|(?:SIGTERM|SIGINT) received|terminated by SIGTERM",
             2,
             "requested stop",
         ),

@@ -1,4 +1,5 @@
-"""Rules RCA: configuration schema and parser errors, and a fatal line that names no cause."""
+"""Rules RCA: more failure shapes (config schema and parser errors, SQLite CANTOPEN, Go runtime
+errors, SIGTERM phrasings) and a fatal line that names no cause."""
 
 from __future__ import annotations
 
@@ -50,3 +51,21 @@ def test_fatal_bonus_is_lent_once_and_not_past_another_fatal_line() -> None:
 def test_fatal_bonus_reaches_only_two_lines_back() -> None:
     far = [YAML, "INFO flushing", "INFO closing", "exiting (due to fatal error)"]
     assert triage(incident(), lines(WARN, *far)).category == "dependency"
+
+
+MORE_SHAPES = [  # (category, line, the cue's label the summary must name)
+    ("permission", "sqlite3.OperationalError: unable to open database file", "database file"),
+    ("permission", "Error: SQLITE_CANTOPEN: unable to open database file", "database file"),
+    ("code", "panic: assignment to entry in nil map", "null deref"),
+    ("code", 'E0101 1 runtime.go:78] Observed a panic: "runtime error: slice bounds', "null deref"),
+    ("unknown", "INFO stopped: worker (terminated by SIGTERM)", "requested stop"),
+    ("unknown", "caught SIGTERM, shutting down", "requested stop"),
+]
+
+
+@pytest.mark.parametrize(("category", "line", "label"), MORE_SHAPES)
+def test_more_shapes(category: str, line: str, label: str) -> None:
+    rca = triage(incident(), [*NOISE, *lines(line)])
+    assert rca.category == category, rca.summary
+    assert label in rca.summary
+    assert [e.line for e in rca.evidence] == [line]
