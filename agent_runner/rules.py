@@ -8,7 +8,7 @@ Log lines are untrusted. The rules only *match patterns* in them: a line can mak
 one of the eight fixed categories, never anything else, and what the RCA recommends comes from
 this module, not from the line. The RCA is advice; policy decides what is done.
 
-Scoring, not first match. Every category gathers weighted cues (`rca_signals.CUES`, one table
+Scoring, not first match. Every category gathers weighted cues (`rca_cues.CUES`, one table
 per category) from the whole tail and from the container's facts (OOMKilled / an oom event,
 exit code, a probe's error). Per category the strongest line counts fully and each further
 line half as much as the one before, so twenty copies of one symptom do not outvote one
@@ -16,7 +16,8 @@ cause. Two principles of order add to that:
 
 - the first strong cue is usually the cause and what follows its symptoms (a refused
   connection, then the traceback it raised), so it gets a bonus;
-- a cue on the line that ended the process (FATAL, panic, [emerg], aborting) gets a bonus.
+- a cue on the line that ended the process (FATAL, panic, [emerg], aborting) gets a bonus;
+  a fatal line naming no cause lends it to the cue just before it.
 
 Negated cues ("0 errors", "no error", `OOMKilled: false`) do not count, or count against.
 Exit 137 without an OOM verdict is a SIGKILL (docker stop, Ctrl-C, a kill), not an OOM: it
@@ -38,15 +39,16 @@ restart_safe per category (would a restart help without making things worse?):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent_runner import rules_alert
+from agent_runner.rca_cues import CUES
 from agent_runner.rca_signals import (
-    CUES,
     EXIT_CODES,
     FATAL_BONUS,
     FATAL_LINE,
+    FATAL_REACH,
     FIRST_CAUSE_BONUS,
     NEGATION,
     OOM_FACT_WEIGHT,
@@ -256,15 +258,39 @@ def _exit_code(detail: dict[str, Any]) -> int | None:
 
 
 def _log_hits(pairs: list[tuple[str, str]]) -> list[Hit]:
+    """Every line's hits ("unexpected token", then "exiting (due to fatal error)" lends to it)."""
     hits: list[Hit] = []
+    fatal: set[int] = set()
     for index, (source, line) in enumerate(pairs):
-        hits += _line_hits(index, source, line)
+        text = _text(line)
+        mine = _line_hits(index, source, line, text)
+        if FATAL_LINE.search(text):
+            fatal.add(index)
+            if not any(h.weight > 0 for h in mine):
+                hits = _lend_fatal_bonus(hits, index, fatal)
+        hits += mine
     return hits
 
 
-def _line_hits(index: int, source: str, line: str) -> list[Hit]:
+def _lend_fatal_bonus(hits: list[Hit], index: int, fatal: set[int]) -> list[Hit]:
+    for back in range(index - 1, max(-1, index - 1 - FATAL_REACH), -1):
+        if back in fatal:  # that line had its own bonus (or lent it): the reason is further up
+            return hits
+        if any(h.index == back and h.weight > 0 for h in hits):
+            return [
+                replace(h, weight=h.weight + FATAL_BONUS) if h.index == back and h.weight > 0 else h
+                for h in hits
+            ]
+    return hits
+
+
+def _text(line: str) -> str:
+    return _SPACES.sub(" ", _PREFIX.sub("", line[:MATCH_CHARS]))
+
+
+def _line_hits(index: int, source: str, line: str, text: str | None = None) -> list[Hit]:
     """The strongest cue per category on one line (negated cues skipped), fatal bonus added."""
-    text = _SPACES.sub(" ", _PREFIX.sub("", line[:MATCH_CHARS]))
+    text = _text(line) if text is None else text
     bonus = FATAL_BONUS if FATAL_LINE.search(text) else 0.0
     out: list[Hit] = []
     for category, cues in CUES.items():
