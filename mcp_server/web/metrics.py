@@ -17,6 +17,7 @@ Exported (names as Prometheus shows them):
 - opsmedic_audit_entries                    gauge, newest audit seq
 - opsmedic_audit_chain_ok                   gauge 1/0 (verify_audit, cached 30 s)
 - opsmedic_audit_head_seq                   gauge, audit seq last anchored outside the store
+- opsmedic_webhook_deliveries_total{channel,outcome}  webhook deliveries (sent / failed)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from mcp_server import __version__
+from mcp_server.backends.webhooks.outbox import AUDIT_TOOL as WEBHOOK_AUDIT_TOOL
 from mcp_server.deps import Deps
 from mcp_server.models import AuditEntry, Event, IncidentStatus
 from mcp_server.web.views import ChainCache
@@ -86,6 +88,7 @@ class OpsMetrics(Collector):
         self._incidents_at = float("-inf")
         self._incidents_changed = True
         self.chain_ok: bool | None = None
+        self.webhooks: Counter[tuple[str, str]] = Counter()  # (channel, outcome), see below
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -115,6 +118,9 @@ class OpsMetrics(Collector):
                 return
 
     def _count_audit(self, e: AuditEntry) -> None:
+        if e.tool == WEBHOOK_AUDIT_TOOL:
+            self._count_webhook(e)
+            return
         if e.tool.startswith("action:"):
             kind = e.tool.removeprefix("action:")
             if e.outcome == "started":  # written just before the action runs
@@ -202,6 +208,20 @@ class OpsMetrics(Collector):
         if self.chain_ok is not None:
             ok = 1 if self.chain_ok else 0
             yield _gauge("opsmedic_audit_chain_ok", "1 when the audit hash chain verifies", [], ok)
+        yield from self._collect_webhooks()
+
+    # --- webhook channels (one audit entry per delivery or final failure) ----------------
+
+    def _count_webhook(self, e: AuditEntry) -> None:
+        self.webhooks[(str(e.args.get("channel", "unknown")), e.outcome)] += 1
+
+    def _collect_webhooks(self) -> Iterator[Metric]:
+        yield _counter(
+            "opsmedic_webhook_deliveries",
+            "Webhook notifications by channel and outcome (sent, failed)",
+            ["channel", "outcome"],
+            self.webhooks,
+        )
 
 
 def _counter(
