@@ -102,7 +102,7 @@ def _mrkdwn(text: str) -> str:
 def slack(n: Notice) -> dict[str, Any]:
     link = f" <{n.link}|Open incident #{n.incident_id}>" if n.link else ""
     stamp = f"OpsMedic {__version__} · {n.occurred_at:%Y-%m-%d %H:%M:%S} UTC"
-    body = _cut(_mrkdwn(f"{n.title}\n{n.text}".strip()), 2900)
+    body = _cut(_mrkdwn(f"{n.title}\n{n.text}".strip() or n.summary), 2900)
     fields = [{"type": "mrkdwn", "text": _cut(f"*{k}*\n{_mrkdwn(v)}", 2000)} for k, v in _facts(n)]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _cut(n.headline, 150)}},
@@ -139,8 +139,11 @@ def teams(n: Notice) -> dict[str, Any]:
                 "color": color,
                 "wrap": True,
             },
-            {"type": "TextBlock", "text": _cut(n.title, 1000), "wrap": True},
-            {"type": "TextBlock", "text": _cut(n.text, 3000), "wrap": True, "isSubtle": True},
+            *[
+                {"type": "TextBlock", "text": _cut(text, 3000), "wrap": True}
+                for text in (n.title, n.text)
+                if text
+            ],
             {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in _facts(n)]},
         ],
     }
