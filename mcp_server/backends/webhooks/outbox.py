@@ -38,6 +38,7 @@ from mcp_server import __version__
 from mcp_server.backends.mail.smtp import retry_delay
 from mcp_server.backends.webhooks.render import APPROVAL_TEXT, Notice, render
 from mcp_server.core import duties
+from mcp_server.errors import OpsMedicError
 from mcp_server.models import Event, Incident, Message, utcnow
 from mcp_server.settings_webhooks import WebhookSpec
 
@@ -191,12 +192,18 @@ class WebhookOutbox:
     async def follow(self, wait_s: float = 5.0) -> None:
         """Queue deliveries for feed events, forever (from the CATCHUP window at start)."""
         since = self.clock() - timedelta(seconds=CATCHUP_S)
-        cursor = max(0, await self.store.last_event_seq() - CATCHUP_EVENTS)
+        cursor: int | None = None
         while True:
-            for event in await self.bus.wait(cursor, timeout_s=wait_s):
-                cursor = max(cursor, event.seq or cursor)
-                if event.ts >= since:
-                    await self.enqueue(event)
+            try:
+                if cursor is None:
+                    cursor = max(0, await self.store.last_event_seq() - CATCHUP_EVENTS)
+                for event in await self.bus.wait(cursor, timeout_s=wait_s):
+                    if event.ts >= since:
+                        await self.enqueue(event)
+                    cursor = max(cursor, event.seq or cursor)
+            except OpsMedicError as exc:  # the store is away: the rows wait, nothing is lost
+                logger.info("webhooks: cannot read the event feed (%s); retrying", exc)
+                await anyio.sleep(wait_s / 5)
 
     # --- delivering ----------------------------------------------------------------------
 
@@ -330,6 +337,10 @@ class WebhookOutbox:
                 report = await self.flush()
                 self._show(report)
                 delay = poll_s if report["busy"] else await self._next_delay(poll_s)
+            except OpsMedicError as exc:  # the store is away for now
+                logger.info("webhook flush: %s; retrying in %.1f s", exc, poll_s)
+                duties.waiting(f"store: {exc}"[:300])
+                delay = poll_s
             except Exception:
                 logger.exception("webhook flush failed; retrying in %.1f s", poll_s)
                 delay = poll_s

@@ -1,0 +1,99 @@
+"""Webhook deliveries survive a killed `opsmedic run`: a real subprocess queues deliveries
+while the receiver is down, is SIGKILLed, and its successor delivers each exactly once."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers import free_port, wait_until
+from tests.integration._run_support import OpsRun
+from tests.integration.webhook_support import Receiver
+
+TOKEN = "run-hook-token-8c1d"
+
+
+def config(tmp: Path, receiver: Receiver) -> Path:
+    path = tmp / "opsmedic.toml"
+    path.write_text(f"""
+[[probes]]
+name = "api"
+kind = "tcp"
+host = "127.0.0.1"
+port = {free_port()}
+interval_s = 1
+timeout_s = 1
+
+[notify]
+dashboard_url = "https://ops.example.test"
+
+[[notify.webhooks]]
+name = "siem"
+url = "{receiver.url("/hook")}"
+format = "json"
+secret_header = "X-OpsMedic-Token: ${{OPS_HOOK_TOKEN}}"
+timeout_s = 2
+retry_base_s = 0.2
+retry_max_s = 1
+max_attempts = 100
+""")
+    return path
+
+
+def hook_rows(data_dir: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(f"file:{data_dir / 'opsmedic.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        conn.row_factory = sqlite3.Row
+        sql = "SELECT id, status, attempts, last_error FROM messages WHERE direction = 'hook'"
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def test_deliveries_pending_at_a_kill_go_out_once_after_the_restart(tmp_path: Path) -> None:
+    receiver = Receiver()  # down: its port refuses connections
+    data = tmp_path / "data"
+    env = {"OPSMEDIC_CONFIG": str(config(tmp_path, receiver)), "OPS_HOOK_TOKEN": TOKEN}
+    first = OpsRun(tmp_path, "first", "--mode", "check", data_dir=data, **env).start()
+    try:
+        wait_until(lambda: any(r["attempts"] >= 2 for r in hook_rows(data)), timeout=60)
+        health = httpx.get(first.base + "/healthz", timeout=10).text
+        assert "webhooks" in health and "receiver not answering" in health
+        assert TOKEN not in health
+        first.kill()  # SIGKILL: no shutdown, the lease and queued rows stay as they were
+        pending = hook_rows(data)
+        assert pending and all(r["status"] == "queued" for r in pending)
+    finally:
+        first.close()
+    receiver.up()
+    second = OpsRun(tmp_path, "second", "--mode", "check", data_dir=data, **env).start()
+    try:
+
+        def all_sent() -> bool:
+            rows = hook_rows(data)
+            return bool(rows) and all(r["status"] == "sent" for r in rows)
+
+        wait_until(all_sent, timeout=90, interval=0.2)
+        rows = hook_rows(data)
+        deliveries = Counter(p.delivery for p in receiver.posts)
+        assert {r["id"] for r in rows} == set(deliveries)
+        assert set(deliveries.values()) == {1}, deliveries  # exactly once per (event, channel)
+        assert {r["id"] for r in pending} <= set(deliveries)
+        assert all(p.headers["x-opsmedic-token"] == TOKEN for p in receiver.posts)
+        opened = [p.json for p in receiver.posts if p.json["event"] == "opened"]
+        assert [o["incident"]["target"] for o in opened] == ["probe:api"]
+        assert opened[0]["incident"]["url"].startswith("https://ops.example.test/incidents/")
+        metrics = httpx.get(second.base + "/metrics", timeout=10).text
+        name = 'opsmedic_webhook_deliveries_total{channel="siem",outcome="sent"} '
+        [sent] = [float(m.removeprefix(name)) for m in metrics.splitlines() if m.startswith(name)]
+        assert sent >= len(rows)  # all sent before the scrape (later events may add more)
+        logs = first.log() + second.log()
+        assert TOKEN not in logs and TOKEN not in metrics
+        assert "webhooks failed" not in logs and "webhook flush failed" not in logs
+    finally:
+        second.close()
+        receiver.down()
