@@ -213,6 +213,8 @@ class WebhookOutbox:
         async with self._flush_lock:
             now = now or self.clock()
             report: dict[str, list[str]] = {"sent": [], "retry": [], "fail": [], "busy": []}
+            if not await self.store.due_messages(now, limit=1, direction="hook"):
+                return report  # nothing due: no lease write, no HTTP client
             if not await self._take_lease():
                 report["busy"].append(LEASE_NAME)
                 return report
@@ -230,8 +232,9 @@ class WebhookOutbox:
 
     async def _flush_due(self, now: datetime, report: dict[str, list[str]]) -> None:
         resting: dict[str, datetime] = {}  # channels that did not answer in this pass
+        due = await self.store.due_messages(now, limit=self.batch, direction="hook")  # leased
         async with httpx.AsyncClient(transport=self.transport, follow_redirects=False) as client:
-            for msg in await self.store.due_messages(now, limit=self.batch, direction="hook"):
+            for msg in due:
                 channel = msg.to[0] if msg.to else ""
                 if channel in resting:
                     await self.store.update_message(
