@@ -1,8 +1,10 @@
-"""Webhook deliveries survive a killed `opsmedic run`: a real subprocess queues deliveries
-while the receiver is down, is SIGKILLed, and its successor delivers each exactly once."""
+"""Webhook deliveries with real `opsmedic run` processes: queued while the receiver is down,
+they survive a SIGKILL (the successor delivers each exactly once), and two processes on one
+store (SQLite file or MongoDB) deliver each (event, channel) exactly once between them."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -10,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from mcp_server.models import Message
+from mcp_server.store.base import open_store
 from tests.helpers import free_port, wait_until
 from tests.integration._run_support import OpsRun
 from tests.integration.webhook_support import Receiver
@@ -96,4 +100,43 @@ def test_deliveries_pending_at_a_kill_go_out_once_after_the_restart(tmp_path: Pa
         assert "webhooks failed" not in logs and "webhook flush failed" not in logs
     finally:
         second.close()
+        receiver.down()
+
+
+def stored_hooks(url: str) -> list[Message]:
+    async def read() -> list[Message]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return [m for m in await store.list_messages(limit=500) if m.direction == "hook"]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_two_processes_on_one_store_deliver_each_event_once(tmp_path: Path, store_url: str) -> None:
+    receiver = Receiver()
+    env = {"OPSMEDIC_CONFIG": str(config(tmp_path, receiver)), "OPS_HOOK_TOKEN": TOKEN,
+           "OPSMEDIC_STORE_URL": store_url}  # fmt: skip
+    runs = [OpsRun(tmp_path, f"n{i}", "--mode", "check", **env) for i in range(2)]
+    try:
+        for run in runs:
+            run.start()
+        wait_until(lambda: any(m.attempts >= 2 for m in stored_hooks(store_url)), timeout=60)
+        receiver.up()
+
+        def all_sent() -> bool:
+            rows = stored_hooks(store_url)
+            return bool(rows) and all(m.status == "sent" for m in rows)
+
+        wait_until(all_sent, timeout=90, interval=0.3)
+        rows = stored_hooks(store_url)
+        deliveries = Counter(p.delivery for p in receiver.posts)
+        assert {m.id for m in rows} == set(deliveries)
+        assert set(deliveries.values()) == {1}, deliveries
+        assert [p.json["incident"]["target"] for p in receiver.posts] == ["probe:api"]
+    finally:
+        for run in runs:
+            run.close()
         receiver.down()
