@@ -15,7 +15,7 @@ import httpx
 from mcp_server.models import Message
 from mcp_server.store.base import open_store
 from tests.helpers import free_port, wait_until
-from tests.integration._run_support import OpsRun
+from tests.integration._run_support import OpsRun, cli
 from tests.integration.webhook_support import Receiver
 
 TOKEN = "run-hook-token-8c1d"
@@ -95,12 +95,21 @@ def test_deliveries_pending_at_a_kill_go_out_once_after_the_restart(tmp_path: Pa
         name = 'opsmedic_webhook_deliveries_total{channel="siem",outcome="sent"} '
         [sent] = [float(m.removeprefix(name)) for m in metrics.splitlines() if m.startswith(name)]
         assert sent >= len(rows)  # all sent before the scrape (later events may add more)
+        status = wait_until(lambda: _status_shows(data, env, "siem: sent"), timeout=30)
+        assert TOKEN not in status and receiver.url("/hook") not in status
         logs = first.log() + second.log()
         assert TOKEN not in logs and TOKEN not in metrics
         assert "webhooks failed" not in logs and "webhook flush failed" not in logs
     finally:
         second.close()
         receiver.down()
+
+
+def _status_shows(data: Path, env: dict[str, str], text: str) -> str | None:
+    """`opsmedic status` output once its webhooks duty line shows `text` (it is refreshed
+    with the instance's heartbeat)."""
+    out = cli(data, "status", **env).stdout
+    return out if any("webhooks" in line and text in line for line in out.splitlines()) else None
 
 
 def stored_hooks(url: str) -> list[Message]:
