@@ -10,6 +10,7 @@ import json
 import os
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -22,14 +23,14 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RESERVED = {"content-type", "content-length", "host", "user-agent", "transfer-encoding"}
 
 
-def _expand_env(text: str) -> str:
+def _expand_env(text: str, where: str) -> str:
     """`${NAME}` -> the value of environment variable NAME (the secret stays out of the file)."""
 
     def one(match: re.Match[str]) -> str:
         value = os.environ.get(match.group(1))
         if value is None:
             raise ValueError(
-                f"environment variable {match.group(1)} (named in secret_header) is not set; "
+                f"environment variable {match.group(1)} (named in {where}) is not set; "
                 "export it before starting OpsMedic"
             )
         return value
@@ -49,7 +50,7 @@ class WebhookSpec(BaseModel):
     format: Literal["slack", "teams", "json"] = "json"
     events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_EVENTS), min_length=1)
     min_severity: Literal["info", "warning", "critical"] = "warning"
-    # "Header-Name: value"; ${ENV_VAR} in the value is read from the environment at start
+    # "Header-Name: value"; ${ENV_VAR} here (and in url) is read from the environment at start
     secret_header: SecretStr | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_attempts: int = Field(default=12, ge=1, le=100)
@@ -59,8 +60,11 @@ class WebhookSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+        if not re.match(r"^https?://[^/\s]+", value) and not _ENV_REF.match(value):
             raise ValueError("must be an http:// or https:// URL")
+        value = _expand_env(value, "url")
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL (check the variable it names)")
         return value
 
     @field_validator("events", mode="before")
@@ -80,7 +84,7 @@ class WebhookSpec(BaseModel):
             raise ValueError('must look like "X-Header-Name: value" (value may be ${ENV_VAR})')
         if name.strip().lower() in _RESERVED:
             raise ValueError(f"{name.strip()} is set by OpsMedic; use a header of your own")
-        text = _expand_env(raw.strip())
+        text = _expand_env(raw.strip(), "secret_header")
         if any(c in text for c in "\r\n\x00"):
             raise ValueError("the header value must be one line")
         return SecretStr(f"{name.strip()}: {text}")
@@ -98,8 +102,13 @@ class WebhookSpec(BaseModel):
         return event in self.events and rank >= SEVERITY_RANK[self.min_severity]
 
     def secrets(self) -> list[str]:
-        """What redaction must hide: the header value and the URL (Slack's is a secret)."""
-        found = [self.url]
+        """What redaction must hide: the header value and the URL's path and query (a
+        Slack or Teams webhook URL is itself the credential; the host alone is not)."""
+        parts = urlsplit(self.url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        found = [tail] if len(tail.strip("/")) >= 8 else []
+        if parts.password:
+            found.append(parts.password)
         header = self.header()
         if header is not None:
             found.append(header[1])

@@ -159,7 +159,16 @@ def test_toml_list_of_channels_with_secret_from_env(tmp_path: Path, monkeypatch)
                                                              "critical")  # fmt: skip
     assert siem.format == "json" and siem.header() == ("X-OpsMedic-Token", "s3cr3t-hook-token")
     assert "s3cr3t-hook-token" not in repr(siem) and "s3cr3t-hook-token" not in str(s)
-    assert {"s3cr3t-hook-token", chat.url} <= set(s.secret_values())
+    assert {"s3cr3t-hook-token", "/services/T/B/X"} <= set(s.secret_values())
+
+
+def test_url_from_env_and_only_its_secret_part_is_redacted(monkeypatch) -> None:
+    monkeypatch.setenv("TEAMS_URL", "https://x.webhook.office.test/workflows/abc123?sig=Zq9")
+    monkeypatch.setenv("OPSMEDIC_NOTIFY__WEBHOOKS", '[{"name": "t", "url": "${TEAMS_URL}"}]')
+    s = load_settings()
+    assert s.notify.webhooks[0].url == "https://x.webhook.office.test/workflows/abc123?sig=Zq9"
+    assert "/workflows/abc123?sig=Zq9" in s.secret_values()
+    assert not any("x.webhook.office.test" in v for v in s.secret_values())
 
 
 def test_channels_from_env_as_json(monkeypatch) -> None:
