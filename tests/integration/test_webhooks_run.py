@@ -77,24 +77,23 @@ def test_deliveries_pending_at_a_kill_go_out_once_after_the_restart(tmp_path: Pa
     second = OpsRun(tmp_path, "second", "--mode", "check", data_dir=data, **env).start()
     try:
 
-        def all_sent() -> bool:
+        def all_sent() -> list[dict[str, Any]] | None:
             rows = hook_rows(data)
-            return bool(rows) and all(r["status"] == "sent" for r in rows)
+            return rows if rows and all(r["status"] == "sent" for r in rows) else None
 
-        wait_until(all_sent, timeout=90, interval=0.2)
-        rows = hook_rows(data)
+        rows = wait_until(all_sent, timeout=90, interval=0.2)
         deliveries = Counter(p.delivery for p in receiver.posts)
-        assert {r["id"] for r in rows} == set(deliveries)
+        # (a loaded test machine may open a host incident meanwhile: its row comes later)
+        assert {r["id"] for r in rows} <= set(deliveries) <= {r["id"] for r in hook_rows(data)}
         assert set(deliveries.values()) == {1}, deliveries  # exactly once per (event, channel)
         assert {r["id"] for r in pending} <= set(deliveries)
         assert all(p.headers["x-opsmedic-token"] == TOKEN for p in receiver.posts)
         opened = [p.json for p in receiver.posts if p.json["event"] == "opened"]
-        assert [o["incident"]["target"] for o in opened] == ["probe:api"]
+        opened = [o for o in opened if o["incident"]["target"] == "probe:api"]
+        assert len(opened) == 1
         assert opened[0]["incident"]["url"].startswith("https://ops.example.test/incidents/")
-        metrics = httpx.get(second.base + "/metrics", timeout=10).text
-        name = 'opsmedic_webhook_deliveries_total{channel="siem",outcome="sent"} '
-        [sent] = [float(m.removeprefix(name)) for m in metrics.splitlines() if m.startswith(name)]
-        assert sent >= len(rows)  # all sent before the scrape (later events may add more)
+        # each delivery is audited right after its row is marked sent; /metrics counts those
+        metrics = wait_until(lambda: _sent_metric(second.base, len(rows)), timeout=30)
         status = wait_until(lambda: _status_shows(data, env, "siem: sent"), timeout=30)
         assert TOKEN not in status and receiver.url("/hook") not in status
         logs = first.log() + second.log()
@@ -103,6 +102,13 @@ def test_deliveries_pending_at_a_kill_go_out_once_after_the_restart(tmp_path: Pa
     finally:
         second.close()
         receiver.down()
+
+
+def _sent_metric(base: str, at_least: int) -> str | None:
+    text = httpx.get(base + "/metrics", timeout=10).text
+    name = 'opsmedic_webhook_deliveries_total{channel="siem",outcome="sent"} '
+    sent = [float(m.removeprefix(name)) for m in text.splitlines() if m.startswith(name)]
+    return text if sent and sent[0] >= at_least else None
 
 
 def _status_shows(data: Path, env: dict[str, str], text: str) -> str | None:
@@ -135,18 +141,20 @@ def test_two_processes_on_one_store_deliver_each_event_once(tmp_path: Path, stor
         wait_until(lambda: any(m.attempts >= 2 for m in stored_hooks(store_url)), timeout=60)
         receiver.up()
 
-        def all_sent() -> bool:
+        def all_sent() -> list[Message] | None:
             rows = stored_hooks(store_url)
-            return bool(rows) and all(m.status == "sent" for m in rows)
+            return rows if rows and all(m.status == "sent" for m in rows) else None
 
-        wait_until(all_sent, timeout=90, interval=0.3)
-        rows = stored_hooks(store_url)
+        rows = wait_until(all_sent, timeout=90, interval=0.3)
         deliveries = Counter(p.delivery for p in receiver.posts)
-        assert {m.id for m in rows} == set(deliveries)
+        later = {m.id for m in stored_hooks(store_url)}  # a host incident may come meanwhile
+        assert {m.id for m in rows} <= set(deliveries) <= later
         assert set(deliveries.values()) == {1}, deliveries
-        assert {p.json["incident"]["target"] for p in receiver.posts} == {"probe:api"}
         # both processes probe the same port; the store opened one incident between them
-        assert [p.json["event"] for p in receiver.posts].count("opened") == 1
+        probe = [
+            p.json["event"] for p in receiver.posts if p.json["incident"]["target"] == "probe:api"
+        ]
+        assert probe.count("opened") == 1
     finally:
         for run in runs:
             run.close()

@@ -126,7 +126,8 @@ class WebhookOutbox:
         self.transport = transport
         self._rng = rng or random.Random()
         self._holder = f"webhooks-{uuid.uuid4().hex[:12]}"
-        self._lease_ttl_s = 15.0 + 3 * max((s.timeout_s for s in specs), default=10.0)
+        # renewed before each POST, which its timeout bounds (connect, send, read: 3 phases)
+        self._lease_ttl_s = 5.0 + 3 * max((s.timeout_s for s in specs), default=10.0)
         self._flush_lock = anyio.Lock()
         self._wake = anyio.Event()
         self.channels = {name: ChannelState() for name in self.specs}
