@@ -17,13 +17,15 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_server.backends.webhooks.outbox import AUDIT_TOOL, WebhookOutbox
+from mcp_server.backends.webhooks.outbox import AUDIT_TOOL, WebhookOutbox, incident_link
 from mcp_server.backends.webhooks.render import APPROVAL_TEXT
 from mcp_server.core.events import EventBus
 from mcp_server.core.incidents import Incidents
+from mcp_server.deps import Deps
 from mcp_server.models import IncidentStatus, Severity
 from mcp_server.safety.audit import Auditor
 from mcp_server.safety.redaction import Redactor
+from mcp_server.services import build_services
 from mcp_server.settings import Settings
 from mcp_server.store.base import Store, open_store
 from tests.helpers import ManualClock
@@ -263,3 +265,26 @@ async def test_the_duty_follows_the_feed_and_delivers(
         tg.cancel_scope.cancel()
     [post] = receiver.posts
     assert post.json["incident"]["id"] == inc.id and len(receiver.refused) == 2
+
+
+@pytest.mark.parametrize(
+    ("notify", "http", "link"),
+    [
+        (
+            {"dashboard_url": "https://ops.example.test/"},
+            {},
+            "https://ops.example.test/incidents/5",
+        ),
+        ({}, {"port": 9911}, "http://127.0.0.1:9911/incidents/5"),
+    ],
+)
+def test_wiring_links_the_dashboard_or_the_http_bind(
+    tmp_path: Path, notify: dict[str, Any], http: dict[str, Any], link: str
+) -> None:
+    hooks = [{"name": "a", "url": "http://127.0.0.1:9/h"}]
+    settings = Settings(data_dir=tmp_path, notify={**notify, "webhooks": hooks}, http=http)
+    services = build_services(Deps.build(settings), docker=False)
+    assert services.webhooks is not None
+    assert incident_link(services.webhooks.dashboard_url, 5) == link
+    bare = build_services(Deps.build(Settings(data_dir=tmp_path / "b")), docker=False)
+    assert bare.webhooks is None  # no channels: no duty, nothing queued
