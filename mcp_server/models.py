@@ -184,10 +184,11 @@ class Approval(_Model):
 
 
 class Message(_Model):
-    """An outgoing mail in the outbox, or a processed incoming one."""
+    """An outgoing mail in the outbox, a processed incoming one, or a webhook delivery
+    ("hook": `to` is [channel name], `body_text` the JSON body, see backends/webhooks)."""
 
     id: str  # idempotency key (outgoing) or Message-ID (incoming)
-    direction: Literal["out", "in"] = "out"
+    direction: Literal["out", "in", "hook"] = "out"
     incident_id: int | None = None
     to: list[str] = Field(default_factory=list)
     subject: str = ""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mcp_server.backends.mail.outbox import Outbox
     from mcp_server.backends.probes import ProbeScheduler
     from mcp_server.backends.processes import ProcessSupervisor
+    from mcp_server.backends.webhooks.outbox import WebhookOutbox
     from mcp_server.core.actions import Actions
     from mcp_server.core.approval_flow import ApprovalFlow
     from mcp_server.core.autoheal import AutoHealer
@@ -57,6 +58,7 @@ class Services:
     hub: Any | None = None  # backends.ingest_client.HubClient (client mode)
     restarter: Any | None = None  # restarts jobs through the hub or a webhook
     web: Any | None = None  # web.routes.Web, once the HTTP routes are registered
+    webhooks: WebhookOutbox | None = None  # [[notify.webhooks]] channels, when configured
 
 
 @dataclass(frozen=True)

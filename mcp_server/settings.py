@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mcp_server.errors import ConfigError
+from mcp_server.settings_webhooks import WebhookSpec, unique_names, webhook_list
 
 ENV_PREFIX = "OPSMEDIC_"
 TEST_PREFIX = "OPSMEDIC_TEST_"  # the test harness's own variables, not settings
@@ -123,8 +124,11 @@ class NotifySettings(_Section):
     # more addresses or bare domains send_email may write to (besides `to` and approvers)
     allow: CsvList = Field(default_factory=list)
     dashboard_url: str | None = None
+    webhooks: list[WebhookSpec] = Field(default_factory=list)  # [[notify.webhooks]]
 
     _csv = field_validator("to", "allow", mode="before")(_split_csv)
+    _hooks = field_validator("webhooks", mode="before")(webhook_list)
+    _unique = field_validator("webhooks")(unique_names)
 
 
 def _json_dict(value: Any) -> Any:
@@ -341,6 +345,8 @@ class Settings(BaseSettings):
         ):
             if value is not None:
                 found.append(value.get_secret_value())
+        for hook in self.notify.webhooks:
+            found += hook.secrets()
         if self.audit.keys is not None:  # each key's secret part, not the "id:" prefix
             found += [k.partition(":")[2] for k in self.audit.keys.get_secret_value().split(",")]
         return [v for v in found if len(v) >= 4]

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from mcp_server.backends.mail.inbox import ImapWatcher
 from mcp_server.backends.mail.outbox import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.backends.webhooks.outbox import WebhookOutbox
 from mcp_server.core.actions import Actions
 from mcp_server.core.approval_flow import ApprovalFlow
 from mcp_server.core.autoheal import AutoHealer
@@ -77,8 +79,20 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
         outbox=Outbox(deps.store, s.smtp, deps.redactor, domain=_mail_domain(s)),
         approvals=given.get("approvals", ApprovalFlow(deps)),
         reconciler=Reconciler(deps, actions, incidents, autoheal, detector.report),
-        store_probe=StoreProbe(deps),
+        store_probe=StoreProbe(deps), webhooks=_webhooks(deps),
     )  # fmt: skip
+
+
+def _webhooks(deps: Deps) -> WebhookOutbox | None:
+    """The webhook channels' outbox; links go to notify.dashboard_url, else the HTTP bind."""
+    s = deps.settings
+    if not s.notify.webhooks:
+        return None
+    base = s.notify.dashboard_url
+    if base is None:
+        host = socket.gethostname() if s.http.host in ("0.0.0.0", "::", "") else s.http.host
+        base = f"http://{f'[{host}]' if ':' in host else host}:{s.http.port}"
+    return WebhookOutbox(deps.store, deps.bus, s.notify.webhooks, deps.redactor, deps.auditor, base)
 
 
 def build_drivers(deps: Deps, engine: Any, sup: Any, jobs: JobTracker, restarter: Any) -> Drivers:
@@ -141,6 +155,8 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     jobs["reconcile"] = x.reconciler.run
     if deps.settings.smtp.host:
         jobs["mail-outbox"] = x.outbox.run
+    if x.webhooks is not None:
+        jobs["webhooks"] = x.webhooks.run
     if deps.settings.imap.host and x.approvals is not None:
         watcher = ImapWatcher(deps.settings.imap, x.approvals.on_reply, deps.store)
         jobs["imap-replies"] = functools.partial(with_lease, deps, "imap-watcher", watcher.run)

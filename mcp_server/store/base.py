@@ -261,8 +261,11 @@ class Store(Protocol):
     async def enqueue_message(self, message: Message) -> bool:
         """Insert unless a message with this id exists; True when inserted."""
 
-    async def due_messages(self, now: datetime, limit: int = 20) -> list[Message]:
-        """Queued outgoing messages whose next_attempt_at <= now, oldest first."""
+    async def due_messages(
+        self, now: datetime, limit: int = 20, direction: str = "out"
+    ) -> list[Message]:
+        """Queued outgoing messages (mail "out", webhook "hook") whose next_attempt_at <= now,
+        oldest first."""
 
     async def update_message(self, message: Message) -> None: ...
 

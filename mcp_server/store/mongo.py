@@ -298,9 +298,11 @@ class MongoStore(OpsDelegate):
 
         return await self._run(insert)
 
-    async def due_messages(self, now: datetime, limit: int = 20) -> list[Message]:
+    async def due_messages(
+        self, now: datetime, limit: int = 20, direction: str = "out"
+    ) -> list[Message]:
         query = {
-            "direction": "out",
+            "direction": direction,
             "status": "queued",
             "next_attempt_at": {"$lte": rows.ts_text(now)},
         }

@@ -272,9 +272,15 @@ class SqliteStore(OpsDelegate):
     async def enqueue_message(self, message: Message) -> bool:
         return await self._run(ops.put, "messages", message, "INSERT OR IGNORE")
 
-    async def due_messages(self, now: datetime, limit: int = 20) -> list[Message]:
+    async def due_messages(
+        self, now: datetime, limit: int = 20, direction: str = "out"
+    ) -> list[Message]:
+        # the direction is written into the SQL so the partial index messages_due (for
+        # 'out') is used: SQLite cannot match a partial index against a bound parameter
+        if direction not in ("out", "hook"):
+            raise ValueError(f"due_messages: direction must be 'out' or 'hook', not {direction!r}")
         sql = (
-            "SELECT * FROM messages WHERE direction = 'out' AND status = 'queued' "
+            f"SELECT * FROM messages WHERE direction = '{direction}' AND status = 'queued' "
             "AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, id LIMIT max(?, 0)"
         )
         return await self._run(ops.select, Message, sql, (rows.ts_text(now), limit))

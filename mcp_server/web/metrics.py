@@ -18,6 +18,7 @@ Exported (names as Prometheus shows them):
 - opsmedic_audit_chain_ok                   gauge 1/0 (verify_audit, cached 30 s)
 - opsmedic_audit_head_seq                   gauge, audit seq last anchored outside the store
 - duties, escalations, budget, heal failures, refusals by rule, health score: metrics_health
+- opsmedic_webhook_deliveries_total{channel,outcome}  webhook deliveries (sent / failed)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from mcp_server import __version__
+from mcp_server.backends.webhooks.outbox import AUDIT_TOOL as WEBHOOK_AUDIT_TOOL
 from mcp_server.deps import Deps
 from mcp_server.models import AuditEntry, Event, IncidentStatus
 from mcp_server.web.metrics_health import HealthMetrics
@@ -89,6 +91,7 @@ class OpsMetrics(Collector):
         self._incidents_changed = True
         self.chain_ok: bool | None = None
         self.health = HealthMetrics(deps)
+        self.webhooks: Counter[tuple[str, str]] = Counter()  # (channel, outcome), see below
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -120,6 +123,9 @@ class OpsMetrics(Collector):
 
     def _count_audit(self, e: AuditEntry) -> None:
         self.health.count_audit(e)
+        if e.tool == WEBHOOK_AUDIT_TOOL:
+            self._count_webhook(e)
+            return
         if e.tool.startswith("action:"):
             kind = e.tool.removeprefix("action:")
             if e.outcome == "started":  # written just before the action runs
@@ -209,6 +215,20 @@ class OpsMetrics(Collector):
             ok = 1 if self.chain_ok else 0
             yield _gauge("opsmedic_audit_chain_ok", "1 when the audit hash chain verifies", [], ok)
         yield from self.health.collect()
+        yield from self._collect_webhooks()
+
+    # --- webhook channels (one audit entry per delivery or final failure) ----------------
+
+    def _count_webhook(self, e: AuditEntry) -> None:
+        self.webhooks[(str(e.args.get("channel", "unknown")), e.outcome)] += 1
+
+    def _collect_webhooks(self) -> Iterator[Metric]:
+        yield _counter(
+            "opsmedic_webhook_deliveries",
+            "Webhook notifications by channel and outcome (sent, failed)",
+            ["channel", "outcome"],
+            self.webhooks,
+        )
 
 
 def _counter(

@@ -274,6 +274,18 @@ async def test_messages_enqueue_once_due_and_update(store: Store) -> None:
     assert len(await store.list_messages()) == 4 and len(await store.list_messages(limit=2)) == 2
 
 
+async def test_webhook_deliveries_are_their_own_queue(store: Store) -> None:
+    """Webhook rows (direction "hook") share the outbox table but never reach the mail queue."""
+    assert await store.enqueue_message(msg("mail", 0))
+    assert await store.enqueue_message(msg("hook:a:e1", 0, direction="hook", to=["a"]))
+    assert not await store.enqueue_message(msg("hook:a:e1", 0, direction="hook", to=["a"]))
+    assert await store.enqueue_message(msg("hook:b:e1", 20, direction="hook", to=["b"]))
+    assert [m.id for m in await store.due_messages(at(10))] == ["mail"]
+    assert [m.id for m in await store.due_messages(at(10), direction="hook")] == ["hook:a:e1"]
+    both = await store.due_messages(at(30), direction="hook")
+    assert [m.id for m in both] == ["hook:a:e1", "hook:b:e1"] and both[0].to == ["a"]
+
+
 # --- leases ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Webhook notification channels (Slack, Teams, OpsMedic JSON) through a durable outbox."""
