@@ -84,6 +84,9 @@
     return body;
   }
 
+  // the fleet panel (fleet.js) draws with the same helpers and the same token
+  window.OpsMedic = { el, fill, api, when, badge, LEVEL, NeedToken, notice };
+
   function showTokenForm(required) {
     $("token-form").classList.toggle("required", required);
     $("token-forget").hidden = !token();
