@@ -7,6 +7,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fastmcp import Client
+
+from mcp_server.app import create_server
 from mcp_server.core.fleet import fleet_view, members
 from mcp_server.core.health import STORE_DUTY
 from mcp_server.deps import Deps
@@ -117,3 +120,30 @@ async def test_a_clean_stop_says_goodbye_so_no_incident_follows(tmp_path):
         assert [m.state for m in members([last], later, 2.0)] == ["stopped"]
     finally:
         await deps.stop()
+
+
+async def test_an_occurrence_diagnosed_by_one_instance_is_not_triaged_again_by_another(tmp_path):
+    servers = {}
+    for name in ("alpha", "beta"):
+        settings = make_settings(tmp_path, instance=name)
+        servers[name] = create_server(settings, Deps.build(settings), docker=False)
+    async with Client(servers["alpha"]) as alpha, Client(servers["beta"]) as beta:
+        deps = Deps.build(make_settings(tmp_path))
+        await deps.start()
+        try:
+            inc, _ = await deps.store.open_incident("container:web", "died", "web died")
+            claim = {"incident_id": inc.id, "claim": True, "note": "runner: triage started"}
+            await alpha.call_tool("update_incident", claim)
+            rca = {"summary": "exit 3 after a bad config", "category": "config"}
+            await alpha.call_tool("record_rca", {"incident_id": inc.id, "rca": rca})
+            await alpha.call_tool("update_incident", {"incident_id": inc.id, "status": "open"})
+            refused = await beta.call_tool("update_incident", claim, raise_on_error=False)
+            assert refused.is_error and "diagnosed by OpsMedic alpha" in refused.content[0].text
+            mine = await alpha.call_tool("update_incident", claim, raise_on_error=False)
+            assert not mine.is_error  # the instance that diagnosed it may go on (retries)
+            await alpha.call_tool("update_incident", {"incident_id": inc.id, "status": "open"})
+            await deps.store.open_incident("container:web", "died", "web died again")
+            again = await beta.call_tool("update_incident", claim, raise_on_error=False)
+            assert not again.is_error  # seen again: a new occurrence, anyone may triage it
+        finally:
+            await deps.stop()

@@ -202,6 +202,7 @@
     chain.title = body.chain.reason || "";
     fill($("audit"), body.entries.map((e) =>
       el("tr", {}, el("td", {}, e.seq), el("td", {}, when(e.ts)), el("td", {}, e.actor + " (" + e.transport + ")"),
+        el("td", {}, e.instance || ""),
         el("td", {}, e.tool), el("td", { className: "clip" }, e.target || ""),
         el("td", {}, badge(e.outcome, LEVEL[e.outcome])),
         el("td", {}, e.duration_ms === null || e.duration_ms === undefined ? "" : e.duration_ms.toFixed(1)))));
