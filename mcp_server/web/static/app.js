@@ -279,7 +279,7 @@
     fill($("inc-title"), [el("span", { className: "inc-id" }, "#" + inc.id + " "), inc.title]);
     fill($("inc-meta"), [badge(inc.status, LEVEL[inc.status]), " ", badge(inc.severity, LEVEL[inc.severity]),
       " " + inc.target + " · " + inc.symptom + " · seen " + inc.count + "× · opened " + when(inc.opened_at) +
-      " · updated " + when(inc.updated_at)]);
+      " · updated " + when(inc.updated_at) + (inc.instance ? " · seen first by " + inc.instance : "")]);
     renderRca(body.rca);
     renderApprovals(body.approvals || []);
     fill($("inc-timeline"), inc.timeline.slice().reverse().map((t) =>
