@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import OPSMEDIC, REPO, clean_env, http_server, wait_until
+from tests.helpers import OPSMEDIC, REPO, clean_env, free_port, http_server, wait_until
 
 TOKENS = {"a": "token-for-server-a-0123456789", "b": "token-for-server-b-9876543210"}
 CRASH = "sleep 1; echo 'fatal: cannot open config' >&2; exit 3"
@@ -74,6 +74,16 @@ def test_one_runner_triages_a_crash_on_each_of_two_servers(
         text = log_path.read_text()
         assert "runner started for 2 servers" in text
         assert TOKENS["a"] not in text and TOKENS["b"] not in text
+        _stop(runner)
+        away = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens: reported, not fatal
+        once = [*argv, "--once", "--url", away, "--token", "t"]
+        done = subprocess.run(once, env=env, capture_output=True, text=True, cwd=REPO, timeout=180)
+        reports = done.stdout.split("== ")
+        assert done.returncode == 1, done.stdout + done.stderr[-3000:]  # incidents stay open
+        for name, box in boxes.items():
+            [report] = [r for r in reports if r.startswith(servers[name])]
+            assert f"container:{box.name}" in report, done.stdout
+        assert any(r.startswith(away) and "unreachable" in r for r in reports), done.stdout
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
