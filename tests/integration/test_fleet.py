@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pymongo
 
 from tests.helpers import wait_until
@@ -77,6 +78,9 @@ def test_two_instances_on_one_mongo_share_incidents_and_raise_a_killed_one(
         )
         assert seen["detail"]["seen_by"] == "alpha" and seen["detail"]["silent_s"] > 2 * BEAT_S
         assert alpha.incidents("instance:alpha") == []  # never reports itself
+        metrics = httpx.get(alpha.base + "/metrics", timeout=10).text
+        assert 'opsmedic_fleet_instances{state="silent"} 1.0' in metrics
+        assert 'opsmedic_fleet_instances{state="live"} 1.0' in metrics
         asyncio.run(_fleet_in_browser(alpha.base, tmp_path / "profile"))
 
         back = OpsRun(tmp_path, "beta2", "--mode", "check", OPSMEDIC_INSTANCE="beta", **env)
