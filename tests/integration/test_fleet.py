@@ -15,10 +15,16 @@ from typing import Any
 import httpx
 import pymongo
 
-from tests.helpers import wait_until
+from mcp_server.app import create_http_app, create_server
+from mcp_server.deps import Deps
+from mcp_server.services import Overrides
+from tests.helpers import make_settings, wait_until
 from tests.integration._run_support import MANAGED, OpsRun, cli
 from tests.integration.test_dashboard import ARTIFACTS, chromium
+from tests.integration.test_dashboard import pytestmark as needs_chromium
+from tests.integration.web_support import serve_app
 
+pytestmark = needs_chromium  # both tests read the fleet view in a real browser
 BEAT_S = 2.0  # OPSMEDIC_POLICY__HEARTBEAT_S for the fleet under test
 ROW = "#fleet-instances tr[data-instance=%s][data-state=%s]"
 AUDIT_KEYS = "fleet1:" + "0123456789abcdef" * 4  # a fleet shares its audit keys
@@ -122,4 +128,51 @@ async def _fleet_in_browser(base: str, profile: Path) -> None:
         shot = ARTIFACTS / "fleet.png"
         await page.screenshot(shot)
         print(f"fleet view screenshot: {shot}")
+        assert page.errors == [], page.errors
+
+
+class FixedSwarm:
+    """The FleetSource contract (core/fleet.py) with fixed rows: this test is about how the
+    page draws nodes and replica bars; the Swarm backend's own tests read a real swarm."""
+
+    async def fleet_services(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "web", "mode": "replicated", "desired": 3, "running": 3},
+            {"name": "worker", "mode": "replicated", "desired": 4, "running": 1},
+            {"name": "<b>x</b>", "mode": "global", "desired": 2, "running": 0},
+        ]
+
+    async def fleet_nodes(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "m1", "role": "manager", "state": "ready", "availability": "active",
+             "leader": True},
+            {"name": "w1", "role": "worker", "state": "down", "availability": "active"},
+        ]  # fmt: skip
+
+
+async def test_fleet_view_draws_swarm_nodes_and_replica_bars(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, instance="alpha")
+    deps = Deps.build(settings)
+    server = create_server(
+        settings, deps, docker=False, overrides=Overrides(fleet_source=FixedSwarm())
+    )
+    app = create_http_app(server, settings)
+    async with serve_app(app) as base, chromium(tmp_path / "profile") as page:
+        await page.goto(base + "/")
+        await page.wait_for("!!document.getElementById('fleet').dataset.ready")
+        bars = await page.evaluate(
+            "Array.from(document.querySelectorAll('#fleet-services tr')).map((tr) => ["
+            "tr.dataset.service, tr.querySelectorAll('.replica.up').length,"
+            " tr.querySelectorAll('.replica.down').length])"
+        )
+        assert bars == [["web", 3, 0], ["worker", 1, 3], ["<b>x</b>", 0, 2]]  # text, not markup
+        nodes = await page.evaluate(
+            "Array.from(document.querySelectorAll('#fleet-nodes tr')).map((tr) => tr.innerText)"
+        )
+        assert "m1 (leader)" in nodes[0] and "down" in nodes[1]
+        assert not await page.evaluate("document.getElementById('fleet-swarm').hidden")
+        shot = ARTIFACTS / "fleet-swarm.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(shot)
+        print(f"\nfleet view (swarm) screenshot: {shot}")
         assert page.errors == [], page.errors
