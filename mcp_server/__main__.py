@@ -94,6 +94,7 @@ def cmd_holds(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent_runner.main import RunOptions, run
+    from agent_runner.remotes import remotes
     from mcp_server.logsetup import setup_logging
 
     settings = _settings(args)
@@ -107,8 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         mode=mode,
         once=args.once,
-        url=args.url,
-        token=args.token,
+        remotes=remotes(args.url or [], args.token or []),
         stdio=args.stdio,
         http=not args.no_http and not args.once,
     )
@@ -155,8 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="server + agent runner + HTTP: unattended monitoring")
     run.add_argument("--mode", choices=["check", "heal"], help="default: OPSMEDIC_MODE")
     run.add_argument("--once", action="store_true", help="one pass; exit 1 if unhealthy")
-    run.add_argument("--url", help="drive a remote server (streamable HTTP URL) instead")
-    run.add_argument("--token", help="bearer token for --url")
+    run.add_argument(
+        "--url", action="append", help="drive a remote server (streamable HTTP URL) instead; "
+        "repeat for several servers (one event loop each)",
+    )  # fmt: skip
+    run.add_argument(
+        "--token", action="append", help="bearer token for --url: one per --url in order, or "
+        "one for all; env:NAME reads it from $NAME",
+    )  # fmt: skip
     run.add_argument("--stdio", help='drive a server started as a command, e.g. "opsmedic serve"')
     run.add_argument("--no-http", action="store_true", help="do not serve HTTP locally")
     run.set_defaults(func=cmd_run)

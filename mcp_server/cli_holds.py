@@ -36,7 +36,7 @@ def cli_actor() -> str:
 @asynccontextmanager
 async def holds_service(settings: Settings) -> AsyncIterator[Holds]:
     async with opened(settings) as store:
-        auditor = Auditor(store, Redactor(settings.secret_values()))
+        auditor = Auditor(store, Redactor(settings.secret_values()), instance=settings.instance)
         yield Holds(store, auditor, EventBus(store))
 
 

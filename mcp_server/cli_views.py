@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mcp_server.core.fleet import CLI_MODE, WATCH_S, Member, members
 from mcp_server.core.health import STORE_PROBE_S
 from mcp_server.core.health_score import HealthScore, health_score, inputs_from_duties
 from mcp_server.core.holds import hold_view, split_active
@@ -27,8 +28,7 @@ from mcp_server.store.base import Store, open_store
 
 LONG_CHAIN = 10_000  # above this, say that the walk may take a moment
 EXIT_UNHEALTHY = 3
-LIVE_S = 3 * STORE_PROBE_S  # an instance whose heartbeat is older is no longer listed
-CLI_MODE = "cli"  # heartbeat rows of `opsmedic status` itself (its write probe)
+LIVE_S = 3 * STORE_PROBE_S  # a process whose heartbeat is older is no longer detailed
 
 
 @asynccontextmanager
@@ -83,8 +83,10 @@ async def cmd_status(settings: Settings) -> int:
         recent = await store.recent_audit(1)
         holds = split_active(await store.list_holds(), datetime.now(UTC))
         write_error = await _write_probe(store)
-        live = await store.list_heartbeats(utcnow() - timedelta(seconds=LIVE_S))
-    live = [b for b in live if b.mode != CLI_MODE]
+        beats = await store.list_heartbeats(utcnow() - timedelta(seconds=WATCH_S))
+    fleet = members(beats, utcnow(), settings.policy.heartbeat_s)
+    live_since = utcnow() - timedelta(seconds=max(LIVE_S, 3 * settings.policy.heartbeat_s))
+    live = [b for b in beats if b.mode != CLI_MODE and not b.stopped and b.ts >= live_since]
     print(f"store    {settings.resolved_store_url}: {write_error or 'writable'}")
     print(f"mode     {settings.mode}")
     by_status: dict[str, int] = {}
@@ -101,6 +103,10 @@ async def cmd_status(settings: Settings) -> int:
     if holds:
         print()
         print(hold_rows(holds))
+    if fleet:
+        print()
+        print(fleet_rows(fleet))
+        print()
     print(f"live     {len(live)} instance(s), {sum(not b.healthy for b in live)} unhealthy")
     for beat in live:
         print()
@@ -122,6 +128,16 @@ def health_line(active: Sequence[Incident], live: Sequence[Heartbeat]) -> str:
     worst = [t for t in score.as_json()["targets"] if t["score"] < 100][:5]
     shown = "; ".join(f"{t['target']} {t['score']} ({', '.join(t['reasons'][:2])})" for t in worst)
     return f"health   {score.overall}/100" + (f": {shown}" if shown else "")
+
+
+def fleet_rows(fleet: Sequence[Member]) -> str:
+    """Every OpsMedic instance on this store seen in the last hour: live, silent, stopped."""
+    rows = [
+        (m.instance, m.state.upper() if m.state == "silent" else m.state, ago(m.beat.ts),
+         f"{m.interval_s:g}s", m.beat.version or "-", m.beat.mode or "-", m.beat.holder)
+        for m in fleet
+    ]  # fmt: skip
+    return table(("INSTANCE", "STATE", "BEAT", "EVERY", "VERSION", "MODE", "PROCESS"), rows)
 
 
 def hold_rows(holds: Sequence[Hold]) -> str:
@@ -147,7 +163,8 @@ async def _write_probe(store: Store) -> str | None:
 def instance_view(beat: Heartbeat) -> str:
     """One live instance: its heartbeat, then every duty with state and last progress."""
     verdict = "healthy" if beat.healthy else "UNHEALTHY"
-    head = f"{beat.holder}  {verdict}  mode {beat.mode}  v{beat.version}  beat {ago(beat.ts)}"
+    name = f"{beat.instance} ({beat.holder})" if beat.instance else beat.holder
+    head = f"{name}  {verdict}  mode {beat.mode}  v{beat.version}  beat {ago(beat.ts)}"
     late = (datetime.now(UTC) - beat.ts).total_seconds()
     rows = []
     for name, d in beat.duties.items():

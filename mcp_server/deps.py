@@ -41,10 +41,9 @@ class Deps:
     plans: dict[str, Any] = field(default_factory=dict)
     #: the dashboard/API routes once registered (web.routes.Web)
     web: Any = None
-    #: Who holds leases in a shared store: unique per server, even several in one process.
-    holder: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    )
+    #: Who holds leases in a shared store: unique per server, even several in one process
+    #: (set from the instance name by build(); the hostname when built by hand).
+    holder: str = field(default_factory=lambda: holder_id(socket.gethostname()))
     _users: int = 0
     _services: Services | None = None
     #: how many entered serving() (the HTTP app and an in-process runner share one life)
@@ -68,6 +67,11 @@ class Deps:
         self._services = services
 
     @property
+    def instance(self) -> str:
+        """OPSMEDIC_INSTANCE: the name incidents, audit entries and heartbeats carry."""
+        return self.settings.instance
+
+    @property
     def tasks(self) -> Duties:
         """name -> status text ("running", "stalled: ...", ...): the duties, as a mapping."""
         return self.duties
@@ -87,13 +91,21 @@ class Deps:
     def build(cls, settings: Settings, store: Store | None = None) -> Deps:
         store = store or open_store(settings.resolved_store_url)
         redactor = Redactor(settings.secret_values())
+        keys, anchor = audit_keys_and_anchor(settings)
         return cls(
             settings=settings,
             store=store,
             redactor=redactor,
-            auditor=Auditor(store, redactor, *audit_keys_and_anchor(settings)),
+            auditor=Auditor(store, redactor, keys, anchor, instance=settings.instance),
             bus=EventBus(store),
+            holder=holder_id(settings.instance),
         )
+
+
+def holder_id(instance: str) -> str:
+    """A lease holder id: the instance name, the pid, and a nonce (two servers in one
+    process, or two processes given the same instance name, still hold leases apart)."""
+    return f"{instance}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def deps_of(ctx: Context) -> Deps:

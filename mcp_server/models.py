@@ -61,6 +61,8 @@ class Incident(_Model):
     resolved_at: datetime | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    #: the OpsMedic instance (OPSMEDIC_INSTANCE) that saw it first; None: written before fleets
+    instance: str | None = None
 
 
 RcaCategory = Literal[
@@ -143,6 +145,8 @@ class AuditEntry(_Model):
     prev_hash: str
     hash: str
     key_id: str | None = None  # the HMAC key of `hash`; None: an unkeyed (pre-HMAC) entry
+    #: the OpsMedic instance that wrote it; None (not hashed): written before fleets
+    instance: str | None = None
 
 
 class AuditDraft(_Model):
@@ -158,6 +162,7 @@ class AuditDraft(_Model):
     outcome: str
     duration_ms: float | None = None
     incident_id: int | None = None
+    instance: str | None = None
 
 
 class AuditVerdict(_Model):
@@ -232,5 +237,7 @@ class Heartbeat(_Model):
     version: str = ""
     mode: str = ""
     healthy: bool = True
+    instance: str = ""  # OPSMEDIC_INSTANCE: the name a fleet knows this OpsMedic by
+    stopped: bool = False  # its last write, on a clean stop: silence after it is no incident
     #: name -> {state, detail, interval_s, last_progress_age_s, healthy} when written
     duties: dict[str, dict[str, Any]] = Field(default_factory=dict)

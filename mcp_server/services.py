@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mcp_server.core.approval_flow import ApprovalFlow
     from mcp_server.core.autoheal import AutoHealer
     from mcp_server.core.detection import Detector
+    from mcp_server.core.fleet import FleetSource, FleetWatch
     from mcp_server.core.health import StoreProbe
     from mcp_server.core.holds import Holds
     from mcp_server.core.incidents import Incidents
@@ -51,6 +52,7 @@ class Services:
     reconciler: Reconciler
     host: HostMetrics
     store_probe: StoreProbe
+    fleet: FleetWatch
     approvals: ApprovalFlow | None = None
     docker: DockerEngine | None = None
     processes: ProcessSupervisor | None = None
@@ -59,6 +61,8 @@ class Services:
     restarter: Any | None = None  # restarts jobs through the hub or a webhook
     web: Any | None = None  # web.routes.Web, once the HTTP routes are registered
     webhooks: WebhookOutbox | None = None  # [[notify.webhooks]] channels, when configured
+    #: Swarm nodes and services for the fleet view (core.fleet.FleetSource); None: no swarm
+    fleet_source: FleetSource | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Overrides:
     hub: Any | None = None
     restarter: Any | None = None
     approvals: ApprovalFlow | Any | None = None
+    fleet_source: FleetSource | Any | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}

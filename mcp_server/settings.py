@@ -7,6 +7,7 @@ unknown key becomes a one-line ConfigError naming the key, the problem and the f
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,6 +76,8 @@ class PolicySettings(_Section):
     auto_restart: bool = True  # in heal mode, the server restarts failed targets itself
     # desired vs actual for every managed target, at startup and every reconcile_s
     reconcile_s: float = Field(default=30.0, gt=0)
+    # every OpsMedic writes its heartbeat this often; one silent for 2 intervals is an incident
+    heartbeat_s: float = Field(default=10.0, ge=0.5)
     # ask the person at an MCP client for approval in-band (off: a headless client could
     # answer its own question); email approval stays the default path
     elicit: bool = False
@@ -287,6 +290,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".opsmedic")
     store_url: str | None = None
     mode: Literal["observe", "check", "heal"] = "check"
+    # the name a fleet knows this OpsMedic by (incidents, audit, heartbeats); unique per process
+    instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=120)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_file: Path | None = None
     # HMAC key for approval tokens; a random one is kept under data_dir when unset

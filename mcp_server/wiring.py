@@ -30,7 +30,8 @@ from mcp_server.core.approval_flow import ApprovalFlow
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.core.detection import Detector
 from mcp_server.core.duties import every, supervise, with_lease
-from mcp_server.core.health import StoreProbe, intervals
+from mcp_server.core.fleet import FleetWatch
+from mcp_server.core.health import FLEET_DUTY, StoreProbe, intervals
 from mcp_server.core.holds import Holds
 from mcp_server.core.incidents import Incidents
 from mcp_server.core.jobs import JobTracker
@@ -55,7 +56,7 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
     sup = given.get("processes")
     if sup is None and s.processes:
         sup = ProcessSupervisor(s.processes, s.data_dir / "processes")
-    incidents = Incidents(deps.store, deps.bus)
+    incidents = Incidents(deps.store, deps.bus, deps.instance)
     cleaner = DockerCleanerAdapter(engine, s.policy.selector) if engine is not None else None
     jobs = JobTracker(
         deps.store, deps.bus, incidents, deps.clock, auditor=deps.auditor,
@@ -80,6 +81,7 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
         approvals=given.get("approvals", ApprovalFlow(deps)),
         reconciler=Reconciler(deps, actions, incidents, autoheal, detector.report),
         store_probe=StoreProbe(deps), webhooks=_webhooks(deps),
+        fleet=FleetWatch(deps, incidents), fleet_source=given.get("fleet_source"),
     )  # fmt: skip
 
 
@@ -166,6 +168,7 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
     if deps.settings.approvers and x.approvals is not None:
         jobs["approval-expiry"] = functools.partial(every, 30.0, x.approvals.expire)
     jobs["store"] = x.store_probe.run  # the duty behind the "store" status set above
+    jobs[FLEET_DUTY] = x.fleet.run
     due = intervals(deps.settings)
     tasks = [
         asyncio.create_task(supervise(deps.duties, name, fn, interval_s=due.get(name, 60.0)))

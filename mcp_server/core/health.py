@@ -1,14 +1,16 @@
 """Truthful health: the store is written (not pinged), and every duty shows progress.
 
 `StoreProbe` upserts this instance's heartbeat row (`Store.put_heartbeat`): on the
-`store` duty every STORE_PROBE_S, and on demand for /healthz, whose verdict is cached
-for CACHE_S so a busy load balancer costs one write a second at most. The row also carries
+`store` duty every OPSMEDIC_POLICY__HEARTBEAT_S (default STORE_PROBE_S), and on demand for
+/healthz, whose verdict is cached for CACHE_S so a busy load balancer costs one write a
+second at most. The row also carries
 the duties' states, which lets `opsmedic status` list live instances.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 STORE_PROBE_S = 10.0
 CACHE_S = 1.0
 STORE_DUTY = "store"  # the duty that writes; wiring also marks it running/stopped
+FLEET_DUTY = "fleet-watch"  # reads the others' heartbeats (core/fleet.py)
 KEEPALIVE_S = 5.0  # event watchers (docker, processes, hub) beat this often while quiet
 
 
@@ -33,12 +36,12 @@ class StoreProbe:
         self,
         deps: Deps,
         *,
-        interval_s: float = STORE_PROBE_S,
+        interval_s: float | None = None,
         cache_s: float = CACHE_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deps = deps
-        self.interval_s = interval_s
+        self.interval_s = deps.settings.policy.heartbeat_s if interval_s is None else interval_s
         self.cache_s = cache_s
         self._monotonic = monotonic
         self._checked: float | None = None
@@ -64,22 +67,30 @@ class StoreProbe:
             self._checked = self._monotonic()
             return self.ok
 
-    def heartbeat(self) -> Heartbeat:
+    def heartbeat(self, stopped: bool = False) -> Heartbeat:
         views = self.deps.duties.views()
         return Heartbeat(
             holder=self.deps.holder,
+            instance=self.deps.instance,
             ts=utcnow(),
             version=__version__,
             mode=self.deps.settings.mode,
             healthy=all(v.healthy for v in views),
             duties={v.name: v.as_json() for v in views},
+            stopped=stopped,
         )
 
     async def run(self) -> None:
-        """The store duty: a write every interval_s, forever."""
-        while True:
-            await self.check(max_age_s=0.0)
-            await asyncio.sleep(self.interval_s)
+        """The store duty: a write every interval_s, forever; on a clean stop, a last write
+        saying so (the fleet raises no incident for an instance that said goodbye)."""
+        try:
+            while True:
+                await self.check(max_age_s=0.0)
+                await asyncio.sleep(self.interval_s)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.deps.store.put_heartbeat(self.heartbeat(True)), 5.0)
+            raise
 
 
 async def health(deps: Deps, probe: StoreProbe | None = None) -> dict[str, Any]:
@@ -115,5 +126,6 @@ def intervals(settings: Settings) -> dict[str, float | None]:
         "approval-expiry": 30.0,
         # a pass can take a while (state of every managed target) on a busy engine
         "reconcile": settings.policy.reconcile_s + 30.0,
-        STORE_DUTY: STORE_PROBE_S,
+        STORE_DUTY: settings.policy.heartbeat_s,
+        FLEET_DUTY: settings.policy.heartbeat_s * 2,
     }

@@ -35,13 +35,15 @@ def incident_row(inc: Incident) -> dict[str, Any]:
         "count": inc.count,
         "title": inc.title[:120],
         "updated_at": inc.updated_at.isoformat(timespec="seconds"),
+        "instance": inc.instance,
     }
 
 
 class Incidents:
-    def __init__(self, store: Store, bus: EventBus) -> None:
+    def __init__(self, store: Store, bus: EventBus, instance: str | None = None) -> None:
         self._store = store
         self._bus = bus
+        self.instance = instance  # the OpsMedic that saw what it reports (None: unnamed)
 
     async def report(
         self,
@@ -52,9 +54,12 @@ class Incidents:
         detail: dict[str, Any] | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident for target+symptom, or count a repeat of the open one."""
-        inc, created = await self._store.open_incident(target, symptom, title, severity, detail)
+        inc, created = await self._store.open_incident(
+            target, symptom, title, severity, detail, instance=self.instance
+        )
         kind = "incident.opened" if created else "incident.repeat"
-        await self._publish(inc, kind, {"symptom": symptom, "count": inc.count, "title": title})
+        seen = {"symptom": symptom, "count": inc.count, "title": title, "by": self.instance}
+        await self._publish(inc, kind, seen)
         if created:
             logger.warning("incident %s opened: %s %s", inc.id, target, symptom)
         return inc, created

@@ -38,8 +38,10 @@ class Auditor:
         redactor: Redactor,
         keys: AuditKeys | None = None,
         anchor: Path | None = None,
+        instance: str | None = None,
     ) -> None:
         self._store = store
+        self.instance = instance  # named on every entry this auditor writes
         self._redactor = redactor
         self.keys = keys
         self.anchor_path = anchor
@@ -72,6 +74,7 @@ class Auditor:
             outcome=outcome,
             duration_ms=None if duration_ms is None else round(duration_ms, 3),
             incident_id=incident_id,
+            instance=self.instance,
         )
         return await self._store.append_audit(draft)
 

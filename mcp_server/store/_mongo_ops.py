@@ -150,10 +150,10 @@ def _literal_set(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def bump_incident(
-    db: Db, key: str, detail: dict[str, Any] | None, now: datetime
+    db: Db, key: str, detail: dict[str, Any] | None, now: datetime, instance: str | None = None
 ) -> Incident | None:
     stamp = rows.ts_text(now)
-    entry = rows.to_fields(rows.repeat_entry(now), encode_json=False)
+    entry = rows.to_fields(rows.repeat_entry(now, instance), encode_json=False)
     update = {
         "count": {"$add": ["$count", 1]},
         **_literal_set({"last_seen_at": stamp, "updated_at": stamp}),
@@ -174,14 +174,16 @@ def open_incident(
     severity: Severity,
     detail: dict[str, Any] | None,
     now: datetime,
+    instance: str | None = None,
 ) -> tuple[Incident, bool]:
     key = rows.open_key(target, symptom)
     for _ in range(10):
-        bumped = bump_incident(db, key, detail, now)
+        bumped = bump_incident(db, key, detail, now, instance)
         if bumped is not None:
             return bumped, False
+        new_id = next_ids(db, "incidents", 1)
         incident = rows.new_incident(
-            next_ids(db, "incidents", 1), target, symptom, title, severity, detail, now
+            new_id, target, symptom, title, severity, detail, now, instance
         )
         try:
             db.incidents.insert_one({**doc(incident, incident.id), "open_key": key})

@@ -177,13 +177,15 @@ def is_closed(status: IncidentStatus | str) -> bool:
     return IncidentStatus(status) in CLOSED_STATUSES
 
 
-def opened_entry(now: datetime, title: str) -> TimelineEntry:
-    return TimelineEntry(ts=as_utc(now), kind="opened", text=title)
+def opened_entry(now: datetime, title: str, instance: str | None = None) -> TimelineEntry:
+    return TimelineEntry(ts=as_utc(now), actor=instance or "opsmedic", kind="opened", text=title)
 
 
-def repeat_entry(now: datetime) -> TimelineEntry:
+def repeat_entry(now: datetime, instance: str | None = None) -> TimelineEntry:
     """Timeline note for a repeat; the incident's count says how many times in all."""
-    return TimelineEntry(ts=as_utc(now), kind="repeat", text="seen again")
+    return TimelineEntry(
+        ts=as_utc(now), actor=instance or "opsmedic", kind="repeat", text="seen again"
+    )
 
 
 def new_incident(
@@ -194,6 +196,7 @@ def new_incident(
     severity: str,
     detail: dict[str, Any] | None,
     now: datetime,
+    instance: str | None = None,
 ) -> Incident:
     now = as_utc(now)
     return Incident(
@@ -206,7 +209,8 @@ def new_incident(
         updated_at=now,
         last_seen_at=now,
         detail=dict(detail or {}),
-        timeline=[opened_entry(now, title)],
+        timeline=[opened_entry(now, title, instance)],
+        instance=instance,
     )
 
 

@@ -148,6 +148,7 @@ def open_incident(
     severity: Severity,
     detail: dict[str, Any] | None,
     now: datetime,
+    instance: str | None = None,
 ) -> tuple[Incident, bool]:
     with immediate(conn):
         row = conn.execute(
@@ -155,19 +156,23 @@ def open_incident(
             (target, symptom),
         ).fetchone()
         if row is None:
-            inc = rows.new_incident(0, target, symptom, title, severity, detail, now)
+            inc = rows.new_incident(0, target, symptom, title, severity, detail, now, instance)
             data = rows.to_fields(inc, encode_json=True)
             new_id = insert(conn, "incidents", {k: data[k] for k in _INCIDENT_COLS}).lastrowid
             assert new_id is not None
             add_timeline(conn, new_id, inc.timeline[0])
             incident_id, created = new_id, True
         else:
-            incident_id, created = bump_incident(conn, row, detail, now), False
+            incident_id, created = bump_incident(conn, row, detail, now, instance), False
     return must_incident(conn, incident_id), created
 
 
 def bump_incident(
-    conn: Conn, row: sqlite3.Row, detail: dict[str, Any] | None, now: datetime
+    conn: Conn,
+    row: sqlite3.Row,
+    detail: dict[str, Any] | None,
+    now: datetime,
+    instance: str | None = None,
 ) -> int:
     """Count one more occurrence of an open incident and note it on its timeline."""
     count = row["count"] + 1
@@ -175,7 +180,7 @@ def bump_incident(
     merged = canonical_json({**json.loads(row["detail"]), **rows.plain(detail)})
     changes = {"count": count, "last_seen_at": stamp, "updated_at": stamp, "detail": merged}
     set_incident(conn, row["id"], changes)
-    add_timeline(conn, row["id"], rows.repeat_entry(now))
+    add_timeline(conn, row["id"], rows.repeat_entry(now, instance))
     return int(row["id"])
 
 

@@ -98,12 +98,24 @@ AUDIT_INSERT_ONLY = """CREATE TRIGGER IF NOT EXISTS audit_insert_next_only BEFOR
     BEGIN SELECT RAISE(ABORT, 'audit is append-only: entries go at the next seq only'); END"""
 
 
+#: Columns added to released tables, each added when missing (any schema version; additive,
+#: so a file written by an older OpsMedic opens unchanged and old rows read as the default).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("audit", "key_id", "TEXT"),
+    ("audit", "instance", "TEXT"),  # the OpsMedic instance that wrote the entry
+    ("incidents", "instance", "TEXT"),  # the instance that saw the incident first
+    ("heartbeats", "instance", "TEXT NOT NULL DEFAULT ''"),
+    ("heartbeats", "stopped", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
 def harden_audit(conn: sqlite3.Connection) -> None:
-    """Add the key_id column and the insert-only trigger when missing (one transaction)."""
+    """Add the missing ADDED_COLUMNS and the audit insert-only trigger (one transaction)."""
     with immediate(conn):
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
-        if "key_id" not in columns:
-            conn.execute("ALTER TABLE audit ADD COLUMN key_id TEXT")
+        for table, column, decl in ADDED_COLUMNS:
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         conn.execute(AUDIT_INSERT_ONLY)
 
 

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 GENESIS_HASH = "0" * 64
 HEARTBEAT_KEEP_S = 86400.0  # heartbeat rows silent this long are deleted
+#: Audit fields added after the chain format was released: hashed only when set.
+OPTIONAL_AUDIT_FIELDS = ("key_id", "instance")
 
 
 def canonical_json(data: Any) -> str:
@@ -56,13 +58,15 @@ def audit_hash(prev_hash: str, body: dict[str, Any], keys: AuditKeys | None = No
 
 def audit_body(entry: AuditEntry | dict[str, Any]) -> dict[str, Any]:
     """The hashed part of an entry: everything but prev_hash and hash, in JSON form
-    (key_id only when set, so entries written before keys existed hash as they did)."""
+    (key_id and instance only when set, so entries written before they existed hash as they
+    did)."""
     data = entry.model_dump(mode="json") if isinstance(entry, AuditEntry) else dict(entry)
     data.pop("hash", None)
     data.pop("prev_hash", None)
     data.pop("_id", None)
-    if data.get("key_id") is None:
-        data.pop("key_id", None)
+    for optional in OPTIONAL_AUDIT_FIELDS:
+        if data.get(optional) is None:
+            data.pop(optional, None)
     return data
 
 
@@ -188,10 +192,13 @@ class Store(Protocol):
         severity: Severity = Severity.warning,
         detail: dict[str, Any] | None = None,
         now: datetime | None = None,
+        instance: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident or, when one for target+symptom is not closed, bump its count.
 
         Returns (incident, created). Deduplication holds across processes sharing the store.
+        `instance` (the OpsMedic that saw it) is kept on a new incident and names the actor of
+        its opened or repeat timeline entry.
         """
 
     async def get_incident(self, incident_id: int) -> Incident | None: ...
@@ -332,10 +339,11 @@ class OpsDelegate:
         severity: Severity = Severity.warning,
         detail: dict[str, Any] | None = None,
         now: datetime | None = None,
+        instance: str | None = None,
     ) -> tuple[Incident, bool]:
         when = now or datetime.now(UTC)
         found: tuple[Incident, bool] = await self._run(
-            self._ops.open_incident, target, symptom, title, severity, detail, when
+            self._ops.open_incident, target, symptom, title, severity, detail, when, instance
         )
         return found
 

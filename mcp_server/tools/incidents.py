@@ -22,6 +22,7 @@ TIMELINE_SHOWN = 30
 MAX_EVIDENCE = 20
 MAX_NOTE = 2000
 TRIAGE_TTL_S = 120.0  # a runner that died mid-triage blocks others at most this long
+TRIAGED = "triaged"  # detail key: {instance, count} of the last RCA (one triage per fleet)
 
 
 async def list_incidents(
@@ -77,7 +78,8 @@ async def record_rca(incident_id: IncidentId, rca: RcaInput, ctx: Context) -> di
     """Store your root-cause analysis (replaces an earlier one); evidence = log lines you
     read, with their source. Advice only: it triggers nothing."""
     deps = deps_of(ctx)
-    if await deps.store.get_incident(incident_id) is None:
+    inc = await deps.store.get_incident(incident_id)
+    if inc is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
     actor = caller_identity(ctx)[0]
     author = rca.author[:100] or actor
@@ -88,6 +90,9 @@ async def record_rca(incident_id: IncidentId, rca: RcaInput, ctx: Context) -> di
         **{k: v for k, v in data.items() if k != "summary"},
     )
     await deps.store.put_rca(stored)
+    # the occurrence this RCA answers, and which OpsMedic wrote it (see update_incident)
+    mark = {TRIAGED: {"instance": deps.instance, "count": inc.count}}
+    await deps.store.update_incident(incident_id, detail=mark)
     await deps.services.incidents.note(
         incident_id, "rca", f"{stored.category} ({author}): {stored.summary[:200]}", actor=actor
     )
@@ -102,15 +107,24 @@ async def update_incident(
     claim: bool = False,
 ) -> dict[str, Any]:
     """Set an incident's status and/or add a note. claim=True (or status diagnosing)
-    takes its triage; refused while another OpsMedic has it."""
+    takes its triage; refused while another OpsMedic has it or has diagnosed it."""
     if status is None and not note:
         raise InvalidInput("give a status, a note, or both")
     note = note[:MAX_NOTE]
     deps = deps_of(ctx)
     incidents = deps.services.incidents
     actor = caller_identity(ctx)[0]
-    if await deps.store.get_incident(incident_id) is None:
+    inc = await deps.store.get_incident(incident_id)
+    if inc is None:
         raise NotFound(f"no incident {incident_id}; call list_incidents for ids")
+    found = inc.detail.get(TRIAGED)
+    triaged: dict[str, Any] = found if isinstance(found, dict) else {}
+    by = triaged.get("instance", deps.instance)
+    if claim and triaged.get("count") == inc.count and by != deps.instance:  # one per fleet
+        raise Conflict(
+            f"incident {incident_id} was diagnosed by OpsMedic {by} "
+            "and not seen again since; its RCA is on the incident"
+        )
     lease = f"triage:{incident_id}"
     if claim or status == IncidentStatus.diagnosing:
         if not await deps.store.acquire_lease(lease, deps.holder, TRIAGE_TTL_S, utcnow()):

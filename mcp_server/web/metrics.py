@@ -19,6 +19,8 @@ Exported (names as Prometheus shows them):
 - opsmedic_audit_head_seq                   gauge, audit seq last anchored outside the store
 - duties, escalations, budget, heal failures, refusals by rule, health score: metrics_health
 - opsmedic_webhook_deliveries_total{channel,outcome}  webhook deliveries (sent / failed)
+- opsmedic_fleet_instances{state}           gauge, OpsMedic instances on this store seen in the
+                                            last hour: live / silent / stopped
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import timedelta
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -41,8 +44,9 @@ from prometheus_client.utils import floatToGoString
 
 from mcp_server import __version__
 from mcp_server.backends.webhooks.outbox import AUDIT_TOOL as WEBHOOK_AUDIT_TOOL
+from mcp_server.core.fleet import WATCH_S, State, members
 from mcp_server.deps import Deps
-from mcp_server.models import AuditEntry, Event, IncidentStatus
+from mcp_server.models import AuditEntry, Event, IncidentStatus, utcnow
 from mcp_server.web.metrics_health import HealthMetrics
 from mcp_server.web.views import ChainCache
 
@@ -71,6 +75,9 @@ class _Histogram:
         return [*out, ("+Inf", float(self.total))]
 
 
+FLEET_STATES: tuple[State, ...] = get_args(State)
+
+
 class OpsMetrics(Collector):
     """State behind /metrics. `await refresh()` reads the store; `collect()` only reports."""
 
@@ -92,6 +99,7 @@ class OpsMetrics(Collector):
         self.chain_ok: bool | None = None
         self.health = HealthMetrics(deps)
         self.webhooks: Counter[tuple[str, str]] = Counter()  # (channel, outcome), see below
+        self.fleet: dict[str, int] = dict.fromkeys(FLEET_STATES, 0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -109,6 +117,15 @@ class OpsMetrics(Collector):
                 await self._count_incidents()
             self.chain_ok = (await self._chain.get()).ok
             await self.health.refresh()
+            await self._count_fleet()
+
+    async def _count_fleet(self) -> None:
+        now = utcnow()
+        beats = await self._deps.store.list_heartbeats(now - timedelta(seconds=WATCH_S))
+        counts: dict[str, int] = dict.fromkeys(FLEET_STATES, 0)
+        for m in members(beats, now, self._deps.settings.policy.heartbeat_s):
+            counts[m.state] += 1
+        self.fleet = counts
 
     async def _read_audit(self) -> None:
         read = 0
@@ -211,6 +228,12 @@ class OpsMetrics(Collector):
             yield _gauge(
                 "opsmedic_audit_head_seq", "Audit seq anchored outside the store", [], anchored
             )
+        fleet = GaugeMetricFamily(
+            "opsmedic_fleet_instances", "OpsMedic instances on this store", labels=["state"]
+        )
+        for state, n in self.fleet.items():
+            fleet.add_metric([state], n)
+        yield fleet
         if self.chain_ok is not None:
             ok = 1 if self.chain_ok else 0
             yield _gauge("opsmedic_audit_chain_ok", "1 when the audit hash chain verifies", [], ok)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from mcp_server.core import alertmanager
+from mcp_server.core.fleet import fleet_view
 from mcp_server.deps import Deps
 from mcp_server.errors import InvalidInput, NotFound, OpsMedicError
 from mcp_server.models import IncidentStatus
@@ -111,6 +112,7 @@ class Web:
             ("/api/metrics/host", get, self.api(self.host)),
             ("/api/metrics/host/history", get, self.api(self.host_history)),
             ("/api/audit", get, self.api(self.audit)),
+            ("/api/fleet", get, self.api(self.fleet)),
             ("/api/events", get, self.api(self.events)),
             ("/api/stream", get, self.stream),
             ("/api/approvals/{approval_id}", ["POST"], self.api(self.decide, NO_AUTH_APPROVAL)),
@@ -232,6 +234,9 @@ class Web:
             "chain": verdict.model_dump(mode="json"),
             "entries": [e.model_dump(mode="json") for e in entries],
         }
+
+    async def fleet(self, _request: Request) -> dict[str, Any]:
+        return await fleet_view(self.deps, self.deps.services.fleet_source)
 
     async def events(self, request: Request) -> dict[str, Any]:
         limit = _int_param(request, "limit", 50, 1, 500)

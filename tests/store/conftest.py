@@ -69,7 +69,7 @@ class RawSqlite:
         with self._conn() as conn:  # INSERT is allowed: the triggers guard UPDATE and DELETE
             conn.execute(
                 "INSERT INTO audit VALUES (?, 'yesterday', 'x', 'x', 'x', '{not json', "
-                "NULL, NULL, 'ok', NULL, NULL, 'p', 'h', NULL)",
+                "NULL, NULL, 'ok', NULL, NULL, 'p', 'h', NULL, NULL)",
                 (seq,),
             )
 

@@ -84,6 +84,9 @@
     return body;
   }
 
+  // the fleet panel (fleet.js) draws with the same helpers and the same token
+  window.OpsMedic = { el, fill, api, when, badge, LEVEL, NeedToken, notice };
+
   function showTokenForm(required) {
     $("token-form").classList.toggle("required", required);
     $("token-forget").hidden = !token();
@@ -203,6 +206,7 @@
     chain.title = body.chain.reason || "";
     fill($("audit"), body.entries.map((e) =>
       el("tr", {}, el("td", {}, e.seq), el("td", {}, when(e.ts)), el("td", {}, e.actor + " (" + e.transport + ")"),
+        el("td", {}, e.instance || ""),
         el("td", {}, e.tool), el("td", { className: "clip" }, e.target || ""),
         el("td", {}, badge(e.outcome, LEVEL[e.outcome])),
         el("td", {}, e.duration_ms === null || e.duration_ms === undefined ? "" : e.duration_ms.toFixed(1)))));
@@ -279,7 +283,7 @@
     fill($("inc-title"), [el("span", { className: "inc-id" }, "#" + inc.id + " "), inc.title]);
     fill($("inc-meta"), [badge(inc.status, LEVEL[inc.status]), " ", badge(inc.severity, LEVEL[inc.severity]),
       " " + inc.target + " · " + inc.symptom + " · seen " + inc.count + "× · opened " + when(inc.opened_at) +
-      " · updated " + when(inc.updated_at)]);
+      " · updated " + when(inc.updated_at) + (inc.instance ? " · seen first by " + inc.instance : "")]);
     renderRca(body.rca);
     renderApprovals(body.approvals || []);
     fill($("inc-timeline"), inc.timeline.slice().reverse().map((t) =>
