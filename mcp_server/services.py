@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mcp_server.backends.mail.outbox import Outbox
     from mcp_server.backends.probes import ProbeScheduler
     from mcp_server.backends.processes import ProcessSupervisor
+    from mcp_server.backends.swarm import SwarmBackend
     from mcp_server.core.actions import Actions
     from mcp_server.core.approval_flow import ApprovalFlow
     from mcp_server.core.autoheal import AutoHealer
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from mcp_server.core.jobs import JobTracker
     from mcp_server.core.monitors import Monitors
     from mcp_server.core.reconcile import Reconciler
+    from mcp_server.core.swarm import SwarmWatcher
     from mcp_server.deps import Deps
     from mcp_server.drivers import Drivers
     from mcp_server.safety.policy import Policy
@@ -57,6 +59,8 @@ class Services:
     hub: Any | None = None  # backends.ingest_client.HubClient (client mode)
     restarter: Any | None = None  # restarts jobs through the hub or a webhook
     web: Any | None = None  # web.routes.Web, once the HTTP routes are registered
+    swarm: SwarmBackend | None = None  # Docker Swarm services and nodes (a manager)
+    swarm_watcher: SwarmWatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Overrides:
     hub: Any | None = None
     restarter: Any | None = None
     approvals: ApprovalFlow | Any | None = None
+    swarm: SwarmBackend | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
