@@ -24,6 +24,7 @@ class ServiceDriver:
         self.swarm = swarm
         self.policy = policy
         self.limits = limits
+        self._before: dict[str, datetime | None] = {}
 
     async def labels(self, name: str) -> dict[str, str] | None:
         row, _ = await self.swarm.service(name)
@@ -44,14 +45,23 @@ class ServiceDriver:
         )
 
     async def restart(self, name: str) -> None:
+        await self._changing(name)
         await self.swarm.force_update(name)
 
     async def rollback(self, name: str) -> None:
+        await self._changing(name)
         await self.swarm.rollback(name)
+
+    async def _changing(self, name: str) -> None:
+        """Remember when the current spec began: verify waits for the new update to begin."""
+        self._before[name] = (await self.swarm.service(name))[0].changed_at
 
     async def verify(self, name: str) -> tuple[bool, str]:
         return await self.swarm.wait_converged(
-            name, self.policy.verify_timeout_s, self.policy.verify_stable_s
+            name,
+            self.policy.verify_timeout_s,
+            self.policy.verify_stable_s,
+            before=self._before.pop(name, None),
         )
 
     async def logs(

@@ -120,7 +120,7 @@ class SwarmBackend:
         tail = max(1, min(int(lines), MAX_LOG_LINES))
         since_s = int(since.timestamp()) if since is not None else 0
         snap = await self.snapshot()
-        hosts = {n.id: n.name for n in snap.nodes}
+        hosts = {n.id: n.name for n in snap.nodes}  # ids cut to 12, as tag_line looks them up
         labels = {t.id: t.label for t in snap.tasks}
 
         def work(api: docker.APIClient) -> list[str]:
@@ -168,24 +168,25 @@ class SwarmBackend:
         check_name(name, "service")
         await self._call(work, name)
 
-    async def converged(self, name: str) -> tuple[bool, str]:
-        """After a restart or rollback: desired == running on tasks started since the last spec
-        change, no update rolling or paused, no task failed since."""
-        row, tasks = await self.service(name)
-        fresh = [t for t in tasks if t.state == "running" and _since(t, row.updated_at)]
-        ok = len(fresh) >= row.desired and row.running >= row.desired and not row.converging
+    async def converged(self, name: str, before: datetime | None = None) -> tuple[bool, str]:
+        """After a restart or rollback: its update has begun (the change time is no longer
+        `before`) and ended, desired == running, no update paused, no task failed since."""
+        row, _ = await self.service(name)
+        if before is not None and row.changed_at == before:
+            return False, "the update has not begun yet"
+        ok = row.running >= row.desired and not row.converging
         ok = ok and not row.update_stuck and row.failures == 0
         return ok, describe(row)
 
     async def wait_converged(
-        self, name: str, timeout_s: float, stable_s: float
+        self, name: str, timeout_s: float, stable_s: float, before: datetime | None = None
     ) -> tuple[bool, str]:
         """Poll until the service has converged and stays so for `stable_s`."""
         deadline = anyio.current_time() + timeout_s
         since: float | None = None
         detail = "not read yet"
         while anyio.current_time() < deadline:
-            ok, detail = await self.converged(name)
+            ok, detail = await self.converged(name, before)
             now = anyio.current_time()
             since = (since or now) if ok else None
             if since is not None and now - since >= stable_s:
@@ -236,7 +237,16 @@ def _diff(a: Any, b: Any, path: str) -> list[str]:
             if key not in _INCIDENTAL:
                 out += _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key)
         return out
-    return [] if a == b else [f"{path}: {str(a)[:120]} -> {str(b)[:120]}"]
+    if a == b or ((_blank(a) or _blank(b)) and path.rpartition(".")[2] not in _KEY_FIELDS):
+        return []  # a field a client filled with the engine's defaults is not a change
+    return [f"{path}: {str(a)[:120]} -> {str(b)[:120]}"]
+
+
+_KEY_FIELDS = frozenset({"Image", "Command", "Args", "Env", "Mounts", "Secrets", "Configs"})
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == {} or value == []
 
 
 def describe(row: ServiceRow) -> str:
@@ -248,10 +258,6 @@ def describe(row: ServiceRow) -> str:
         last = f" (last: {row.last_errors[-1]})" if row.last_errors else ""
         parts.append(f"{row.failures} task failures{last}")
     return ", ".join(parts)
-
-
-def _since(task: TaskRow, at: datetime | None) -> bool:
-    return at is None or (task.at is not None and task.at >= at)
 
 
 def _lines(out: Any) -> list[str]:
@@ -268,7 +274,7 @@ def tag_line(line: str, service: str, hosts: dict[str, str], labels: dict[str, s
         return line[:MAX_LINE_CHARS]
     ts, details, msg = m.groups()
     attrs = dict(kv.partition("=")[::2] for kv in details.split(","))
-    node = hosts.get(attrs.get("com.docker.swarm.node.id", ""), "?")
+    node = hosts.get(attrs.get("com.docker.swarm.node.id", "")[:12], "?")
     task = attrs.get("com.docker.swarm.task.id", "")[:12]
     stamp = ts[:23] + "Z" if len(ts) > 23 else ts
     return f"{stamp} [{labels.get(task, f'{service}.{task}')}@{node}] {msg}"[:MAX_LINE_CHARS]

@@ -60,7 +60,7 @@ class ServiceRow(BaseModel):
     running: int
     update_state: str | None = None  # updating, paused, completed, rollback_started, ...
     update_message: str = ""
-    updated_at: datetime | None = None
+    changed_at: datetime | None = None  # when the current spec's update began (or created)
     failures: int = 0  # tasks failed since the last spec change (update, force, rollback)
     last_errors: list[str] = []
     nodes: list[str] = []  # hostnames where a task runs now
@@ -155,9 +155,11 @@ def service_row(doc: dict[str, Any], tasks: list[TaskRow]) -> ServiceRow:
     mode = "global" if "Global" in (spec.get("Mode") or {}) else "replicated"
     counts = doc.get("ServiceStatus") or {}
     update = doc.get("UpdateStatus") or {}
-    updated_at = parse_time(doc.get("UpdatedAt"))
+    # the last update (or rollback, or force) began then; the engine bumps UpdatedAt on every
+    # status change, so it cannot say which tasks came from the current spec
+    changed_at = parse_time(update.get("StartedAt")) or parse_time(doc.get("CreatedAt"))
     failed = [
-        t for t in tasks if t.failed and (updated_at is None or (t.at and t.at >= updated_at))
+        t for t in tasks if t.failed and (changed_at is None or (t.at and t.at >= changed_at))
     ]
     failed.sort(key=lambda t: t.at or EPOCH)
     image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
@@ -170,7 +172,7 @@ def service_row(doc: dict[str, Any], tasks: list[TaskRow]) -> ServiceRow:
         running=int(counts.get("RunningTasks", 0)),
         update_state=update.get("State") or None,
         update_message=str(update.get("Message") or "")[:300],
-        updated_at=updated_at,
+        changed_at=changed_at,
         failures=len(failed),
         last_errors=[_error_line(t) for t in failed[-MAX_ERRORS:]],
         nodes=sorted({t.node for t in tasks if t.state == "running"}),

@@ -41,8 +41,8 @@ def recent_failures(
 ) -> list[TaskRow]:
     """Tasks of this service that failed since its last spec change and within the window."""
     start = now - timedelta(seconds=window_s)
-    if row.updated_at is not None and row.updated_at > start:
-        start = row.updated_at
+    if row.changed_at is not None and row.changed_at > start:
+        start = row.changed_at
     return [
         t
         for t in tasks
