@@ -13,11 +13,13 @@ remedy `rollback` in its incident detail: the update is the first suspect.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
 import anyio
 
+from mcp_server.backends.logsummary import summarize
 from mcp_server.backends.swarm.engine import SwarmBackend, SwarmSnapshot, spec_change
 from mcp_server.backends.swarm.rules import (
     QUORUM_TARGET,
@@ -37,6 +39,8 @@ from mcp_server.models import IncidentStatus, Severity
 logger = logging.getLogger(__name__)
 
 KINDS = ("service:", "node:", "swarm:")
+LOG_LINES = 200  # per incident report: the newest lines of all replicas together
+_TAG = re.compile(r" ?\[([^\]@ ]+)@[^\] ]*\] ")  # "[web.1@node2] " (tag_line's)
 
 
 class SwarmWatcher:
@@ -118,7 +122,23 @@ class SwarmWatcher:
                 continue  # nothing new: no bump per poll
             self.reported[f.target] = said
             severity = Severity.critical if f.critical else Severity.warning
-            await self.report(f.target, symptom, f.title, f.detail, severity=severity)
+            detail = await self._with_logs(f)
+            await self.report(f.target, symptom, f.title, detail, severity=severity)
+
+    async def _with_logs(self, f: Finding) -> dict[str, Any]:
+        """A service's logs across its replicas, summarised into templates (the evidence an
+        RCA quotes): errors and warnings first, with counts and the replicas that logged."""
+        if not f.target.startswith("service:"):
+            return f.detail
+        try:
+            lines = await self.swarm.logs(f.target.partition(":")[2], lines=LOG_LINES)
+        except OpsMedicError as exc:
+            return {**f.detail, "log_summary": [f"logs unavailable: {exc}"]}
+        tags = sorted({m.group(1) for m in map(_TAG.search, lines) if m})
+        summary = summarize([_TAG.sub(" ", line, count=1) for line in lines], budget_chars=1500)
+        severe = [t for t in summary.templates if t.severity in ("error", "warning")]
+        shown = [t.block(compact=True).splitlines()[0] for t in (severe or summary.templates)]
+        return {**f.detail, "log_summary": shown[:6], "replicas_logging": tags[:20]}
 
     async def _resolve_fine(self, snap: SwarmSnapshot, failing: set[str]) -> None:
         incidents = self.deps.services.incidents
