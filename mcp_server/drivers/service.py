@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mcp_server.backends.swarm.engine import SwarmBackend, describe
+from mcp_server.backends.swarm.engine import SwarmBackend
+from mcp_server.backends.swarm.format import describe
 from mcp_server.backends.swarm.rules import SwarmLimits, service_fine
 from mcp_server.drivers.base import TargetState
 from mcp_server.errors import NotFound

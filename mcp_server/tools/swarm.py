@@ -7,8 +7,8 @@ from typing import Any
 
 from fastmcp import Context, FastMCP
 
-from mcp_server.backends.swarm.engine import SwarmBackend, describe, spec_change
-from mcp_server.backends.swarm.format import NodeRow, ServiceRow
+from mcp_server.backends.swarm.engine import SwarmBackend, spec_change
+from mcp_server.backends.swarm.format import node_line, service_line
 from mcp_server.deps import deps_of
 from mcp_server.errors import Unavailable
 from mcp_server.tools._common import READ_ONLY, add_tool, bounded_list
@@ -22,22 +22,6 @@ def swarm_of(ctx: Context) -> SwarmBackend:
     if swarm is None:
         raise Unavailable("no swarm manager is configured; set OPSMEDIC_SWARM__DOCKER_HOST")
     return swarm
-
-
-def service_line(row: ServiceRow) -> str:
-    """`web | replicated | 2/3 running, update paused, ... | img | nodes: n1,n2`"""
-    nodes = f" | nodes: {','.join(row.nodes)}" if row.nodes else ""
-    return f"{row.name} | {row.mode} | {describe(row)} | {row.image}{nodes}"
-
-
-def node_line(row: NodeRow) -> str:
-    """`n1 | manager (leader) | ready | active | reachable | engine 20.10.24 | 198.18.0.11`"""
-    role = f"{row.role} (leader)" if row.leader else row.role
-    reach = f" | {row.reachability}" if row.reachability else ""
-    return (
-        f"{row.name} | {role} | {row.status} | {row.availability}{reach} | "
-        f"engine {row.engine} | {row.addr}"
-    )
 
 
 async def list_services(

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent_runner.rules import triage
-from mcp_server.backends.swarm.engine import build_snapshot, describe, spec_change, tag_line
-from mcp_server.backends.swarm.format import NodeRow
+from mcp_server.backends.swarm.engine import build_snapshot, spec_change, tag_line
+from mcp_server.backends.swarm.format import NodeRow, describe, node_line, service_line
 from mcp_server.backends.swarm.rules import (
     QUORUM_TARGET,
     SwarmLimits,
@@ -17,7 +17,6 @@ from mcp_server.backends.swarm.rules import (
     service_finding,
     service_fine,
 )
-from mcp_server.tools.swarm import node_line, service_line
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LIMITS = SwarmLimits(failures=3, window_s=300.0, shortfall_s=30.0)

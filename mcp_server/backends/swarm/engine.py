@@ -22,6 +22,7 @@ from mcp_server.backends.swarm.format import (
     NodeRow,
     ServiceRow,
     TaskRow,
+    describe,
     node_row,
     service_row,
     task_row,
@@ -247,17 +248,6 @@ _KEY_FIELDS = frozenset({"Image", "Command", "Args", "Env", "Mounts", "Secrets",
 
 def _blank(value: Any) -> bool:
     return value is None or value == {} or value == []
-
-
-def describe(row: ServiceRow) -> str:
-    """`2/3 running, update paused, 4 task failures (last: web.1 on n2: task: non-zero exit (2))`"""
-    parts = [f"{row.running}/{row.desired} running"]
-    if row.update_state and row.update_state != "completed":
-        parts.append(f"update {row.update_state.replace('_', ' ')}")
-    if row.failures:
-        last = f" (last: {row.last_errors[-1]})" if row.last_errors else ""
-        parts.append(f"{row.failures} task failures{last}")
-    return ", ".join(parts)
 
 
 def _lines(out: Any) -> list[str]:

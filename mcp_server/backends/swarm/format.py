@@ -182,3 +182,30 @@ def service_row(doc: dict[str, Any], tasks: list[TaskRow]) -> ServiceRow:
 
 def _error_line(task: TaskRow) -> str:
     return f"{task.label} on {task.node}: {task.error or task.state}"
+
+
+def describe(row: ServiceRow) -> str:
+    """`2/3 running, update paused, 4 task failures (last: web.1 on n2: task: non-zero exit (2))`"""
+    parts = [f"{row.running}/{row.desired} running"]
+    if row.update_state and row.update_state != "completed":
+        parts.append(f"update {row.update_state.replace('_', ' ')}")
+    if row.failures:
+        last = f" (last: {row.last_errors[-1]})" if row.last_errors else ""
+        parts.append(f"{row.failures} task failures{last}")
+    return ", ".join(parts)
+
+
+def service_line(row: ServiceRow) -> str:
+    """`web | replicated | 2/3 running, update paused, ... | img | nodes: n1,n2`"""
+    nodes = f" | nodes: {','.join(row.nodes)}" if row.nodes else ""
+    return f"{row.name} | {row.mode} | {describe(row)} | {row.image}{nodes}"
+
+
+def node_line(row: NodeRow) -> str:
+    """`n1 | manager (leader) | ready | active | reachable | engine 20.10.24 | 198.18.0.11`"""
+    role = f"{row.role} (leader)" if row.leader else row.role
+    reach = f" | {row.reachability}" if row.reachability else ""
+    return (
+        f"{row.name} | {role} | {row.status} | {row.availability}{reach} | "
+        f"engine {row.engine} | {row.addr}"
+    )
