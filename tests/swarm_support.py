@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import psutil
+import pytest
 
 from tests.services import _terminate_all, _unmount_under, ensure_busybox_image, log_tail
 
@@ -275,3 +276,13 @@ def running_swarm(size: int = 3) -> Iterator[SwarmCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def swarm_cluster() -> Iterator[SwarmCluster]:
+    """One 3-manager swarm for the whole session (skipped where namespaces cannot be made)."""
+    why = can_run_swarm()
+    if why:
+        pytest.skip(f"a swarm cannot run here: {why}")
+    with running_swarm() as cluster:
+        yield cluster
