@@ -7,7 +7,6 @@ lost opens a node incident that says where its tasks went and resolves when it i
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from pathlib import Path
@@ -63,7 +62,7 @@ async def incident_for(deps: Deps, target: str, timeout: float, check: Any = Non
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, args)
-    return dict(json.loads(result.content[0].text))
+    return dict(result.structured_content or {})
 
 
 def crashy_service(cluster: SwarmCluster, flags: Path) -> None:
