@@ -50,7 +50,8 @@ class SwarmWatcher:
         self.limits = limits
         self.report = report  # Detector.report(target, symptom, title, detail, severity=)
         self.below_since: dict[str, datetime] = {}
-        self.reported: dict[str, tuple[str, int]] = {}  # target -> (symptom, failures) last said
+        #: target -> (symptom, failures, tasks moved) last said: a repeat only when it changes
+        self.reported: dict[str, tuple[str, int, tuple[str, ...]]] = {}
 
     @classmethod
     def limits_from(cls, settings: Any) -> SwarmLimits:
@@ -117,7 +118,7 @@ class SwarmWatcher:
         for f in found:
             active = await self.deps.services.incidents.active_for(f.target)
             symptom = active[0].symptom if active else f.symptom  # one incident per target
-            said = (symptom, int(f.detail.get("failures") or 0))
+            said = (symptom, int(f.detail.get("failures") or 0), tuple(f.detail.get("moved") or ()))
             if active and self.reported.get(f.target) == said:
                 continue  # nothing new: no bump per poll
             self.reported[f.target] = said
