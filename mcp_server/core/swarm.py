@@ -59,11 +59,19 @@ class SwarmWatcher:
         return SwarmLimits(s.task_failures, s.failure_window_s, s.shortfall_s)
 
     async def run(self) -> None:
-        """The duty: a pass now, then every swarm.poll_s."""
-        await self.swarm.check_manager()
+        """The duty: a pass now, then every swarm.poll_s; waiting (not failed) while the
+        manager cannot be read, so /healthz says why and it recovers by itself."""
+        checked = False
         while True:
-            await self.once()
-            duties.beat()
+            try:
+                if not checked:
+                    await self.swarm.check_manager()
+                    checked = True
+                await self.once()
+                duties.beat()
+            except Unavailable as exc:
+                checked = False
+                duties.waiting(f"swarm manager unavailable: {exc}"[:300])
             await anyio.sleep(self.deps.settings.swarm.poll_s)
 
     async def once(self) -> list[Finding]:

@@ -26,8 +26,9 @@ async def restart(
     ctx: Context,
     incident_id: IncidentId | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
-    """Restart container:NAME, process:NAME or job:ID; verify it stays up. A refusal
-    carries rule, retry_at and remedy. incident_id must be this target's incident."""
+    """Restart container:NAME, process:NAME, job:ID or service:NAME (a rolling update); verify
+    it stays up. A refusal carries rule, retry_at and remedy. incident_id must be this
+    target's incident."""
     return await _act("restart", target, reason, ctx, incident_id)
 
 

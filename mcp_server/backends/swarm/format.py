@@ -176,7 +176,7 @@ def service_row(doc: dict[str, Any], tasks: list[TaskRow]) -> ServiceRow:
         failures=len(failed),
         last_errors=[_error_line(t) for t in failed[-MAX_ERRORS:]],
         nodes=sorted({t.node for t in tasks if t.state == "running"}),
-        labels={k: v for k, v in (spec.get("Labels") or {}).items()},
+        labels={k: str(v)[:200] for k, v in list((spec.get("Labels") or {}).items())[:30]},
     )
 
 
