@@ -4,7 +4,8 @@ One pass reads one snapshot (nodes, services, tasks) and applies the pure rules 
 mcp_server.backends.swarm.rules. A service gets one incident however many of its tasks fail
 (repeats bump its count when new failures appear); a node that is down or unreachable gets an
 incident saying which tasks moved where; reachable managers at most half is critical. Targets
-found fine again resolve their incidents.
+found fine again resolve their incidents. The manager's service and node events wake a pass
+at once; the poll is the reconcile pass that finds whatever no event announces.
 
 A failure that follows a spec change (an update) carries what the update changed and the
 remedy `rollback` in its incident detail: the update is the first suspect.
@@ -52,6 +53,7 @@ class SwarmWatcher:
         self.below_since: dict[str, datetime] = {}
         #: target -> (symptom, failures, tasks moved) last said: a repeat only when it changes
         self.reported: dict[str, tuple[str, int, tuple[str, ...]]] = {}
+        self.wake = anyio.Event()
 
     @classmethod
     def limits_from(cls, settings: Any) -> SwarmLimits:
@@ -62,17 +64,27 @@ class SwarmWatcher:
         """The duty: a pass now, then every swarm.poll_s; waiting (not failed) while the
         manager cannot be read, so /healthz says why and it recovers by itself."""
         checked = False
-        while True:
-            try:
-                if not checked:
-                    await self.swarm.check_manager()
-                    checked = True
-                await self.once()
-                duties.beat()
-            except Unavailable as exc:
-                checked = False
-                duties.waiting(f"swarm manager unavailable: {exc}"[:300])
-            await anyio.sleep(self.deps.settings.swarm.poll_s)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow_events)
+            while True:
+                try:
+                    if not checked:
+                        await self.swarm.check_manager()
+                        checked = True
+                    await self.once()
+                    duties.beat()
+                except Unavailable as exc:
+                    checked = False
+                    duties.waiting(f"swarm manager unavailable: {exc}"[:300])
+                with anyio.move_on_after(self.deps.settings.swarm.poll_s):
+                    await self.wake.wait()
+                self.wake = anyio.Event()
+
+    async def _follow_events(self) -> None:
+        """The manager's service and node events wake a pass at once (task failures have no
+        event of their own: the poll finds those)."""
+        async for _ in self.swarm.events():
+            self.wake.set()
 
     async def once(self) -> list[Finding]:
         try:

@@ -7,6 +7,7 @@ lost opens a node incident that says where its tasks went and resolves when it i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
@@ -40,15 +41,23 @@ def swarm_settings(tmp_path: Path, cluster: SwarmCluster, **policy: Any):
     )
 
 
-@pytest.fixture
-async def server(tmp_path, swarm_cluster):
-    settings = swarm_settings(tmp_path, swarm_cluster)
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, cluster: SwarmCluster, **policy: Any):
+    settings = swarm_settings(tmp_path, cluster, **policy)
     deps = Deps.build(settings)
     await deps.start()
-    async with Client(create_server(settings, deps, docker=False)) as client:
-        yield client, deps
-    await deps.stop()
-    swarm_cluster.remove_services()
+    try:
+        async with Client(create_server(settings, deps, docker=False)) as client:
+            yield client, deps
+    finally:
+        await deps.stop()
+        cluster.remove_services()
+
+
+@pytest.fixture
+async def server(tmp_path, swarm_cluster):
+    async with serving(tmp_path, swarm_cluster) as got:
+        yield got
 
 
 async def incident_for(deps: Deps, target: str, timeout: float, check: Any = None) -> Incident:
@@ -136,6 +145,23 @@ async def test_broken_update_is_named_by_the_rca_and_rolled_back(server, swarm_c
         "rollback", {"target": "node:swnode1", "reason": "nope"}, raise_on_error=False
     )
     assert refused.is_error and "node" in refused.content[0].text
+
+
+async def test_heal_mode_rolls_a_broken_update_back_by_itself(tmp_path, swarm_cluster):
+    good = ["sh", "-c", "echo v1; exec sleep 3600"]
+    async with serving(tmp_path, swarm_cluster, auto_restart=True) as (_client, deps):
+        swarm_cluster.create_service("auto", good, labels=MANAGED)
+        api = swarm_cluster.api()
+        wait_for(lambda: _running(api, "auto") == 2, 60, "auto 2/2 running")
+        swarm_cluster.update_command("auto", ["sh", "-c", BROKEN])
+        inc = await incident_for(
+            deps, "service:auto", 120, lambda i: i.status == IncidentStatus.resolved
+        )
+        assert inc.detail["remedy"] == "rollback"
+        spec = api.inspect_service("auto")["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert spec["Command"] == good
+        runs = await deps.store.list_actions(inc.opened_at, subject="service:auto")
+        assert [(r.detail["action"], r.status) for r in runs] == [("rollback", "ok")]
 
 
 def _running(api: docker.APIClient, name: str) -> int:

@@ -9,7 +9,12 @@ dashboard all read that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
+import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +34,10 @@ from mcp_server.backends.swarm.format import (
 )
 from mcp_server.errors import Conflict, InvalidInput, Unavailable
 
+logger = logging.getLogger(__name__)
+
 MAX_LOG_LINES = 5000
+EVENTS_RETRY_S = 2.0
 MAX_LINE_CHARS = 2000
 #: Swarm's own names: letters, digits, '-', '_' and '.'; nothing else reaches a URL path
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
@@ -168,6 +176,44 @@ class SwarmBackend:
 
         check_name(name, "service")
         await self._call(work, name)
+
+    async def events(self) -> AsyncIterator[str]:
+        """`service update`, `node update`, ... as the manager reports them: a hint to look
+        again now, not the truth (the snapshot is). Reconnects while iterated; a dedicated
+        client without a read timeout, since the stream is quiet most of the time."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        stop, streams = threading.Event(), []
+
+        def put(item: str) -> None:
+            if not queue.full():
+                queue.put_nowait(item)
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    api = self._streaming_client()
+                    stream = api.events(filters={"type": ["service", "node"]}, decode=True)
+                    streams.append(stream)
+                    for raw in stream:
+                        loop.call_soon_threadsafe(put, f"{raw.get('Type')} {raw.get('Action')}")
+                except Exception as exc:  # the poll still runs; events only make it sooner
+                    logger.debug("swarm events: %s; reconnecting", exc)
+                stop.wait(EVENTS_RETRY_S)
+
+        threading.Thread(target=read, name="swarm-events", daemon=True).start()
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            stop.set()
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    def _streaming_client(self) -> docker.APIClient:
+        kwargs: dict[str, Any] = docker.utils.kwargs_from_env()  # TLS as for `docker -H`
+        return docker.APIClient(**{**kwargs, "base_url": self.host}, version="auto", timeout=None)
 
     async def converged(self, name: str, before: datetime | None = None) -> tuple[bool, str]:
         """After a restart or rollback: its update has begun (the change time is no longer
