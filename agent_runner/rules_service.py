@@ -72,6 +72,38 @@ def triage_service(incident: dict[str, Any], evidence: list[tuple[str, str]]) ->
     )
 
 
+def triage_node(incident: dict[str, Any]) -> Rca:
+    """A node is never acted on: say what it is, which tasks left it and where they went."""
+    target = str(incident.get("target") or "the node")
+    detail = incident.get("detail") if isinstance(incident.get("detail"), dict) else {}
+    assert isinstance(detail, dict)
+    source = f"incident:{incident.get('id', '?')}"
+    moved = [str(m) for m in detail.get("moved") or []]
+    went = [m for m in moved if " -> " in m]
+    lost = [m for m in moved if " -> " not in m]
+    state = f"status {detail.get('status', '?')}, manager {detail.get('reachability') or 'n/a'}"
+    summary = (
+        f"{target} is lost to the swarm ({state}). {len(went)} of its tasks were "
+        f"rescheduled on other nodes, {len(lost)} not (yet)."
+    )
+    advice = (
+        f"OpsMedic does not act on nodes: check the host behind {target} (dockerd, "
+        "network, power, disk) and bring it back; the swarm already moved what it could. "
+        "If it is a manager, keep a majority of managers reachable (quorum)."
+    )
+    evidence = [Evidence(source=source, line=m[: rules.MAX_LINE_CHARS]) for m in moved[:5]]
+    return Rca(
+        incident_id=int(incident.get("id") or 0),
+        summary=summary,
+        category="unknown",
+        evidence=evidence or [Evidence(source=source, line=str(incident.get("title")))],
+        recommendation=advice,
+        restart_safe=False,
+        confidence=0.6,
+        author="rules",
+    )
+
+
 def _facts(detail: dict[str, Any], source: str) -> list[Evidence]:
     """The update's change first, then the newest task errors (engine facts, not logs)."""
     out: list[Evidence] = []

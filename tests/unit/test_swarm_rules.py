@@ -185,3 +185,21 @@ def test_service_rca_names_the_update_first_and_recommends_a_rollback() -> None:
     assert rca.recommendation.startswith("Roll back: rollback(target='service:web')")
     assert not rca.restart_safe and rca.confidence >= 0.7
     assert rca.evidence[0].line.startswith("update 2026-01-01T11:59:00Z: TaskTemplate")
+
+
+def test_node_rca_says_where_its_tasks_went_and_never_recommends_acting_on_it() -> None:
+    inc = {
+        "id": 3,
+        "target": "node:n3",
+        "symptom": "node_down",
+        "title": "node n3: status down",
+        "detail": {
+            "status": "down",
+            "reachability": "unreachable",
+            "moved": ["web.1 n3 -> n2", "web.2 lost (not running elsewhere yet)"],
+        },
+    }
+    rca = triage(inc, [])
+    assert "1 of its tasks were rescheduled on other nodes, 1 not (yet)" in rca.summary
+    assert rca.evidence[0].line == "web.1 n3 -> n2"
+    assert not rca.restart_safe and "does not act on nodes" in rca.recommendation
