@@ -27,7 +27,13 @@ import docker.errors
 import psutil
 import pytest
 
-from tests.services import _terminate_all, _unmount_under, ensure_busybox_image, log_tail
+from tests.services import (
+    _processes_mentioning,
+    _terminate_all,
+    _unmount_under,
+    ensure_busybox_image,
+    log_tail,
+)
 
 T = TypeVar("T")
 SUBNET = "198.18.0"
@@ -252,6 +258,8 @@ class SwarmCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
+        # containerd shims detach from their dockerd (a SIGKILLed node leaves them running)
+        _terminate_all(_processes_mentioning(str(self.root)), 5)
         _unmount_under(self.root)
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
