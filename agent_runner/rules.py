@@ -156,6 +156,10 @@ class Verdict:
 def triage(incident: dict[str, Any], evidence: list[tuple[str, str]]) -> Rca:
     """Write a rules RCA for `incident` (get_incident's JSON) from `(source, line)` log pairs."""
     target = str(incident.get("target") or "the target")
+    if target.startswith(("service:", "node:")):  # swarm: tasks across replicas, the update
+        from agent_runner.rules_service import triage_node, triage_service
+
+        return triage_node(incident) if target[0] == "n" else triage_service(incident, evidence)
     count = _int(incident.get("count")) or 1
     pairs = [(s, line) for s, line in evidence if line.strip()]
     alert = rules_alert.is_alert(incident)

@@ -23,9 +23,9 @@ from agent_runner.notify import notify_incident, notify_monitor
 
 logger = logging.getLogger(__name__)
 
-RESTARTABLE = ("container", "process", "job")
+RESTARTABLE = ("container", "process", "job", "service")
 RANK = {"ok": 0, "warn": 1, "alert": 2}
-LOG_KINDS = ("container", "process", "job", "file")
+LOG_KINDS = ("container", "process", "job", "file", "service")
 SKIP = {"escalated", "awaiting_approval"}
 ACTING = {"healing", "verifying"}
 SETTLE_S = 2.0

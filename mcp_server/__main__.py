@@ -92,6 +92,12 @@ def cmd_holds(args: argparse.Namespace) -> int:
     return asyncio.run(cli_holds.cmd_release(settings, args.target))
 
 
+def cmd_services(args: argparse.Namespace) -> int:
+    from mcp_server.cli_swarm import cmd_services as services
+
+    return asyncio.run(services(_settings(args), args.nodes))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agent_runner.main import RunOptions, run
     from agent_runner.remotes import remotes
@@ -185,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     inc.set_defaults(func=_view, view="incident")
     jobs = sub.add_parser("jobs", help="bot jobs reported by hubs")
     jobs.set_defaults(func=_view, view="jobs")
+    services = sub.add_parser("services", help="swarm services: replicas, update, task errors")
+    services.add_argument("--nodes", action="store_true", help="the swarm's nodes instead")
+    services.set_defaults(func=cmd_services)
 
     hold = sub.add_parser("hold", help="hold a target stopped on purpose: never healed")
     hold.add_argument("target", help="kind:name, e.g. container:web")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mcp_server.backends.mail.outbox import Outbox
     from mcp_server.backends.probes import ProbeScheduler
     from mcp_server.backends.processes import ProcessSupervisor
+    from mcp_server.backends.swarm import SwarmBackend
     from mcp_server.backends.webhooks.outbox import WebhookOutbox
     from mcp_server.core.actions import Actions
     from mcp_server.core.approval_flow import ApprovalFlow
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mcp_server.core.jobs import JobTracker
     from mcp_server.core.monitors import Monitors
     from mcp_server.core.reconcile import Reconciler
+    from mcp_server.core.swarm import SwarmWatcher
     from mcp_server.deps import Deps
     from mcp_server.drivers import Drivers
     from mcp_server.safety.policy import Policy
@@ -63,6 +65,8 @@ class Services:
     webhooks: WebhookOutbox | None = None  # [[notify.webhooks]] channels, when configured
     #: Swarm nodes and services for the fleet view (core.fleet.FleetSource); None: no swarm
     fleet_source: FleetSource | None = None
+    swarm: SwarmBackend | None = None  # Docker Swarm services and nodes (a manager)
+    swarm_watcher: SwarmWatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Overrides:
     restarter: Any | None = None
     approvals: ApprovalFlow | Any | None = None
     fleet_source: FleetSource | Any | None = None
+    swarm: SwarmBackend | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}

@@ -276,6 +276,21 @@ class LlmSettings(_Section):
     timeout_s: float = 60.0
 
 
+class SwarmSettings(_Section):
+    """Docker Swarm services and nodes as targets (service:NAME, node:NAME)."""
+
+    enabled: bool = False  # true: the swarm the Docker engine OpsMedic watches manages
+    docker_host: str | None = None  # a manager's URL (unix://, tcp://); setting it enables
+    poll_s: float = Field(default=5.0, gt=0)  # how often services and nodes are looked at
+    task_failures: int = Field(default=3, ge=1)  # failed tasks within the window = incident
+    failure_window_s: float = Field(default=300.0, gt=0)
+    shortfall_s: float = Field(default=30.0, ge=0)  # running < desired this long = incident
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or bool(self.docker_host)
+
+
 class Settings(BaseSettings):
     """Everything OpsMedic can be told. See the configuration table in README.md."""
 
@@ -310,6 +325,7 @@ class Settings(BaseSettings):
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     processes: list[ProcessSpec] = Field(default_factory=list)
     probes: list[ProbeSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)

@@ -24,6 +24,7 @@ from mcp_server.backends.mail.inbox import ImapWatcher
 from mcp_server.backends.mail.outbox import Outbox
 from mcp_server.backends.probes import ProbeScheduler
 from mcp_server.backends.processes import ProcessSupervisor
+from mcp_server.backends.swarm import SwarmBackend
 from mcp_server.backends.webhooks.outbox import WebhookOutbox
 from mcp_server.core.actions import Actions
 from mcp_server.core.approval_flow import ApprovalFlow
@@ -37,11 +38,14 @@ from mcp_server.core.incidents import Incidents
 from mcp_server.core.jobs import JobTracker
 from mcp_server.core.monitors import Monitors
 from mcp_server.core.reconcile import Reconciler
+from mcp_server.core.swarm import SwarmWatcher
 from mcp_server.deps import Deps
 from mcp_server.drivers import Drivers
 from mcp_server.drivers.container import ContainerDriver
 from mcp_server.drivers.job import JobDriver
+from mcp_server.drivers.node import NodeDriver
 from mcp_server.drivers.process import ProcessDriver
+from mcp_server.drivers.service import ServiceDriver
 from mcp_server.safety.policy import Policy
 from mcp_server.services import Services
 from mcp_server.settings import Settings
@@ -64,12 +68,15 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
     )  # fmt: skip
     hub = given.get("hub") or build_hub_client(s.ingest, jobs.handle, jobs.load_cursor)
     restarter = given.get("restarter") or build_restarter(s.ingest, hub)
-    drivers = build_drivers(deps, engine, sup, jobs, restarter)
+    swarm = given.get("swarm") or build_swarm(s, engine)
+    drivers = build_drivers(deps, engine, sup, jobs, restarter, swarm)
     policy = Policy(s, restartable=drivers.restartable)
     actions = Actions(deps, policy, drivers, incidents)
     autoheal = AutoHealer(deps, actions, incidents)
     detector = Detector(deps, incidents, autoheal, policy)
     probes = ProbeScheduler(s.probes, on_result=detector.on_probe) if s.probes else None
+    limits = SwarmWatcher.limits_from(s)
+    watcher = SwarmWatcher(deps, swarm, limits, detector.report) if swarm is not None else None
     return Services(
         policy=policy, incidents=incidents, jobs=jobs, drivers=drivers, actions=actions,
         autoheal=autoheal, detector=detector, docker=engine, processes=sup, probes=probes,
@@ -81,7 +88,8 @@ def assemble(deps: Deps, *, docker: bool, given: dict[str, Any]) -> Services:
         approvals=given.get("approvals", ApprovalFlow(deps)),
         reconciler=Reconciler(deps, actions, incidents, autoheal, detector.report),
         store_probe=StoreProbe(deps), webhooks=_webhooks(deps),
-        fleet=FleetWatch(deps, incidents), fleet_source=given.get("fleet_source"),
+        fleet=FleetWatch(deps, incidents), fleet_source=given.get("fleet_source") or swarm,
+        swarm=swarm, swarm_watcher=watcher,
     )  # fmt: skip
 
 
@@ -97,17 +105,32 @@ def _webhooks(deps: Deps) -> WebhookOutbox | None:
     return WebhookOutbox(deps.store, deps.bus, s.notify.webhooks, deps.redactor, deps.auditor, base)
 
 
-def build_drivers(deps: Deps, engine: Any, sup: Any, jobs: JobTracker, restarter: Any) -> Drivers:
+def build_drivers(
+    deps: Deps, engine: Any, sup: Any, jobs: JobTracker, restarter: Any, swarm: Any = None
+) -> Drivers:
     """One driver per kind this configuration can act on, plus registered plugins."""
     pol = deps.settings.policy
     drivers = Drivers()
     if engine is not None:
         drivers.add(ContainerDriver(engine, pol))
+    if swarm is not None:
+        drivers.add(ServiceDriver(swarm, pol, SwarmWatcher.limits_from(deps.settings)))
+        drivers.add(NodeDriver(swarm))
     if sup is not None:
         drivers.add(ProcessDriver(sup, pol))
     drivers.add(JobDriver(deps.store, jobs, restarter, pol))
     drivers.load_plugins(deps)
     return drivers
+
+
+def build_swarm(s: Settings, engine: DockerEngine | None) -> SwarmBackend | None:
+    """The swarm manager to watch: OPSMEDIC_SWARM__DOCKER_HOST, else (swarm.enabled) the
+    Docker engine OpsMedic already watches; None when the swarm is not configured."""
+    if s.swarm.docker_host:
+        return SwarmBackend(DockerEngine(base_url=s.swarm.docker_host))
+    if s.swarm.enabled and engine is not None:
+        return SwarmBackend(engine)
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -155,6 +178,8 @@ async def watchers(deps: Deps) -> AsyncIterator[None]:
         jobs["probes"] = x.probes.run
     jobs["host-metrics"] = detector.watch_host
     jobs["reconcile"] = x.reconciler.run
+    if x.swarm_watcher is not None:
+        jobs["swarm"] = functools.partial(with_lease, deps, "swarm-watcher", x.swarm_watcher.run)
     if deps.settings.smtp.host:
         jobs["mail-outbox"] = x.outbox.run
     if x.webhooks is not None:

@@ -14,25 +14,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 
+from mcp_server.core.action_lease import action_event, action_lease
 from mcp_server.core.incidents import Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
 from mcp_server.drivers import Drivers
 from mcp_server.errors import InvalidInput, Refused
-from mcp_server.models import CLOSED_STATUSES, Event, IncidentStatus, Run, utcnow
+from mcp_server.models import CLOSED_STATUSES, IncidentStatus, Run, utcnow
 from mcp_server.safety.ledger import HOUR_S, RestartLedger
 from mcp_server.safety.policy import Decision, Policy
 
 logger = logging.getLogger(__name__)
 
-LEASE_TTL_S = 15.0  # a dead holder blocks a target at most this long
-RENEW_S = LEASE_TTL_S / 3
 LIVE = ("started", "verifying")  # action states that are in flight (until their deadline)
 ACT_MARGIN_S = 30.0  # time allowed for the act itself, beyond verification
 SELF_HEAL_WAIT_S = 2.0  # look again this soon while a target's own restart policy acts
@@ -40,15 +38,17 @@ SELF_HEAL_WAIT_S = 2.0  # look again this soon while a target's own restart poli
 
 #: Symptoms that "it runs (and is not unhealthy)" answers: a target found fine closes such an
 #: incident. Others (an alert, a job's failed run) are not answered by "it runs".
-DOWN_SYMPTOMS = frozenset({"died", "stopped", "down", "oom", "exited", "restart_loop", "unhealthy"})
+DOWN_SYMPTOMS = frozenset(
+    {"died", "stopped", "down", "oom", "exited", "restart_loop", "unhealthy"}
+    | {"task_failures", "replicas_low", "update_failed", "node_down"}  # swarm services, nodes
+)
+
+
+PAST = {"restart": "restarted", "rollback": "rolled back"}
 
 
 def is_down_symptom(symptom: str) -> bool:
     return symptom in DOWN_SYMPTOMS
-
-
-def lease_name(target: Target | str) -> str:
-    return f"action:{target}"
 
 
 def in_flight(run: Run, now: float) -> bool:
@@ -96,15 +96,20 @@ class Actions:
         since = datetime.fromtimestamp(now - horizon, UTC)
         return ledger_from(await self.deps.store.list_actions(since), now)
 
-    async def decide(self, target: Target, approved: bool = False) -> Decision:
-        """What policy says about restarting `target` now, from the store's records."""
+    async def decide(
+        self, target: Target, approved: bool = False, action: str = "restart"
+    ) -> Decision:
+        """What policy says about `action` (restart, rollback) on `target` now, from the
+        store's records. A driver that cannot do the action refuses here, clearly."""
         driver = self.drivers.of(target)
-        if not driver.restartable:
-            raise InvalidInput(f"{target} cannot be restarted")
+        if not driver.restartable or not callable(getattr(driver, action, None)):
+            able = sorted(d.kind for d in self.drivers if callable(getattr(d, action, None)))
+            raise InvalidInput(f"{target} cannot be {PAST.get(action, action)}; kinds that "
+                               f"can: {', '.join(able) or 'none in this server'}")  # fmt: skip
         labels = await driver.labels(target.name)
         ledger = await self.ledger()
         return self.policy.check(
-            "restart", str(target), labels, self.deps.clock(), ledger, approved=approved
+            action, str(target), labels, self.deps.clock(), ledger, approved=approved
         )
 
     # --- acting ------------------------------------------------------------------------
@@ -124,21 +129,48 @@ class Actions:
         decision: Decision | None = None,
     ) -> dict[str, Any]:
         """Restart if policy allows; verify; record. Raises Refused (with data) if not."""
+        return await self.run("restart", target, reason, incident_id, actor, approved, decision)
+
+    async def rollback(
+        self,
+        target: Target | str,
+        reason: str,
+        incident_id: int | None = None,
+        actor: str = "opsmedic",
+        approved: bool = False,
+        decision: Decision | None = None,
+    ) -> dict[str, Any]:
+        """Roll back to the previous spec (drivers with `rollback`): the restart pipeline."""
+        return await self.run("rollback", target, reason, incident_id, actor, approved, decision)
+
+    async def run(
+        self,
+        action: str,
+        target: Target | str,
+        reason: str,
+        incident_id: int | None = None,
+        actor: str = "opsmedic",
+        approved: bool = False,
+        decision: Decision | None = None,
+    ) -> dict[str, Any]:
+        """One destructive action on a target (the driver's method of that name) through
+        policy, approval, lease, audit, record and verification."""
         target = Target.parse(target) if isinstance(target, str) else target
         await self._check_incident(target, incident_id)
         await self._refuse_if_held(target, incident_id, actor)
-        decision = decision or await self.decide(target, approved=approved)
+        decision = decision or await self.decide(target, approved=approved, action=action)
         audit = {"actor": actor, "target": str(target), "incident_id": incident_id}
-        if not decision.allowed and decision.needs_approval and not approved:
+        asking = not decision.allowed and decision.needs_approval and not approved
+        if asking and action == "restart":  # approval by email exists for restarts
             return await self._ask_approval(target, reason, incident_id, decision, audit)
         if not decision.allowed:
             await self._refuse(decision, audit, reason, incident_id, actor)
         async with self._lease(target):
-            decision = await self.decide(target, approved=approved)  # the truth under the lease
+            decision = await self.decide(target, approved, action)  # the truth under the lease
             if not decision.allowed:
                 await self._refuse(decision, audit, reason, incident_id, actor)
             if incident_id is not None:
-                already = await self._already_fine(target, incident_id, actor)
+                already = await self._already_fine(target, incident_id, actor, action)
                 if already is not None:
                     return already
             return await self._act(target, reason, incident_id, actor, decision, audit)
@@ -186,7 +218,7 @@ class Actions:
         )
 
     async def _already_fine(
-        self, target: Target, incident_id: int, actor: str
+        self, target: Target, incident_id: int, actor: str, action: str = "restart"
     ) -> dict[str, Any] | None:
         """An incident-bound restart of a target that is up again does nothing."""
         inc = await self.deps.store.get_incident(incident_id)
@@ -210,7 +242,7 @@ class Actions:
             )
         else:
             return None
-        return {"target": str(target), "action": "restart", "ok": True, "restarted": False,
+        return {"target": str(target), "action": action, "ok": True, "restarted": False,
                 "status": "already_fine", "note": f"{why}; nothing ran",
                 "incident_id": incident_id}  # fmt: skip
 
@@ -223,7 +255,7 @@ class Actions:
         decision: Decision,
         audit: dict[str, Any],
     ) -> dict[str, Any]:
-        driver = self.drivers.of(target)
+        driver, action = self.drivers.of(target), decision.action
         now = self.deps.clock()
         run = Run(
             id=f"action-{uuid.uuid4().hex[:12]}",
@@ -232,7 +264,7 @@ class Actions:
             status="started",
             started_at=datetime.fromtimestamp(now, UTC),
             detail={
-                "action": "restart",
+                "action": action,
                 "holder": self.holder,
                 "incident_id": incident_id,
                 "deadline": now + action_deadline_s(self.policy),
@@ -245,8 +277,8 @@ class Actions:
         await self.deps.store.put_run(run)
         self.mine.add(str(target))
         try:
-            await self._step(incident_id, IncidentStatus.healing, f"restarting ({reason})", actor)
-            await driver.restart(target.name)
+            await self._step(incident_id, IncidentStatus.healing, f"{action} ({reason})", actor)
+            await getattr(driver, action)(target.name)
             run.detail["acted_at"] = self.deps.clock()  # engine events after this are not ours
             await self._save(run, "verifying")
             await self._step(incident_id, IncidentStatus.verifying, "checking it stays up", actor)
@@ -263,9 +295,9 @@ class Actions:
             status = IncidentStatus.resolved if ok else IncidentStatus.open
             said = f"verified: {detail}" if ok else f"verify failed: {detail}"
             await self._step(incident_id, status, said, actor)
-            await self.deps.bus.publish([_action_event(run, incident_id, ok, detail)])
+            await self.deps.bus.publish([action_event(run, incident_id, ok, detail)])
         restarts = len((await self.ledger()).history(str(target)))
-        return {"target": str(target), "action": "restart", "ok": ok, "restarted": True,
+        return {"target": str(target), "action": action, "ok": ok, "restarted": True,
                 "verified": detail, "incident_id": incident_id, "decision": decision.verdict,
                 "run_id": run.id, "restarts_in_window": restarts}  # fmt: skip
 
@@ -285,7 +317,7 @@ class Actions:
         try:
             await self._finish(run, False, text, status="interrupted" if cancelled else "failed")
             await self._audit(audit, decision, "error", {"error": text})
-            await self._step(incident_id, IncidentStatus.open, f"restart {text}", actor)
+            await self._step(incident_id, IncidentStatus.open, f"{decision.action} {text}", actor)
         except Exception:  # the store itself may be what failed; the reconciler will see it
             logger.exception("could not record the end of action %s on %s", run.id, target)
 
@@ -308,42 +340,8 @@ class Actions:
                 await self.incidents.note(incident_id, "refused", decision.message(), actor)
         raise decision.refusal(self.deps.clock())
 
-    @contextlib.asynccontextmanager
-    async def _lease(self, target: Target) -> AsyncIterator[None]:
-        """Hold the target's action lease, renewed while the action runs; refuse (with a
-        retry time) when another holder has it."""
-        store, name = self.deps.store, lease_name(target)
-        if not await store.acquire_lease(name, self.holder, LEASE_TTL_S, utcnow()):
-            wait = LEASE_TTL_S / 3
-            raise Refused(
-                f"another OpsMedic is acting on {target} now; its result lands on the incident.",
-                {
-                    "refused": True,
-                    "rule": "concurrency",
-                    "target": str(target),
-                    "wait_s": wait,
-                    "retry_at": (utcnow() + timedelta(seconds=wait)).isoformat(),
-                    "remedy": "retry later",
-                    "escalate": False,
-                },
-            )
-
-        async def renew() -> None:
-            while True:
-                await anyio.sleep(RENEW_S)
-                if not await store.acquire_lease(name, self.holder, LEASE_TTL_S, utcnow()):
-                    logger.warning("lost the action lease on %s", target)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(renew)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await store.release_lease(name, self.holder)
+    def _lease(self, target: Target) -> contextlib.AbstractAsyncContextManager[None]:
+        return action_lease(self.deps.store, self.holder, target)
 
     # --- approvals -----------------------------------------------------------------------
 
@@ -391,7 +389,7 @@ class Actions:
         await self.deps.auditor.record(
             **base,
             transport="internal",
-            tool="action:restart",
+            tool=f"action:{decision.action}",
             args=args,
             decision=decision.verdict,
             outcome=outcome,
@@ -402,14 +400,3 @@ class Actions:
     ) -> None:
         if incident_id is not None:
             await self.incidents.transition(incident_id, status, text, actor)
-
-
-def _action_event(run: Run, incident_id: int | None, ok: bool, detail: str) -> Event:
-    return Event(
-        id=f"action:{run.id}",
-        source="action",
-        type="action.restart",
-        target=run.subject,
-        incident_id=incident_id,
-        data={"ok": ok, "detail": detail[:300], "run_id": run.id},
-    )

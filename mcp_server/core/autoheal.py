@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 
-from mcp_server.core.actions import LEASE_TTL_S, Actions, is_down_symptom
+from mcp_server.core.action_lease import LEASE_TTL_S
+from mcp_server.core.actions import Actions, is_down_symptom
 from mcp_server.core.incidents import Incidents
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
@@ -77,13 +78,15 @@ class AutoHealer:
             return SELF_HEAL_WAIT_S  # its own restart policy is bringing it back
         if state.fine and not is_down_symptom(inc.symptom):
             return None  # up and not unhealthy: this incident (an alert...) is for a person
-        decision = await self.actions.decide(target)
+        # the detector names the remedy when a restart is the wrong one (a bad update)
+        action = "rollback" if inc.detail.get("remedy") == "rollback" else "restart"
+        decision = await self.actions.decide(target, action=action)
         if not decision.allowed and decision.rule in ("mode", "scope"):
             return None  # not ours to heal: the incident stays for a person
         try:
             reason = f"auto: {inc.symptom} ({inc.title})"[:480]
-            result = await self.actions.restart(
-                target, reason, incident_id, "opsmedic", decision=decision
+            result = await self.actions.run(
+                action, target, reason, incident_id, "opsmedic", decision=decision
             )
         except Refused as refusal:
             if refusal.data.get("rule") == "hold":

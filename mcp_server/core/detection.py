@@ -47,9 +47,15 @@ class Detector:
         self.policy = policy
 
     async def report(
-        self, target: str, symptom: str, title: str, detail: dict[str, Any] | None = None
+        self,
+        target: str,
+        symptom: str,
+        title: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        severity: Severity | None = None,
     ) -> Incident:
-        severity = SEVERITY.get(symptom, Severity.warning)
+        severity = severity or SEVERITY.get(symptom, Severity.warning)
         inc, _created = await self.incidents.report(target, symptom, title, severity, detail)
         self.autoheal.consider(inc)
         return inc

@@ -126,6 +126,7 @@ def intervals(settings: Settings) -> dict[str, float | None]:
         "approval-expiry": 30.0,
         # a pass can take a while (state of every managed target) on a busy engine
         "reconcile": settings.policy.reconcile_s + 30.0,
+        "swarm": settings.swarm.poll_s + 30.0,
         STORE_DUTY: settings.policy.heartbeat_s,
         FLEET_DUTY: settings.policy.heartbeat_s * 2,
     }

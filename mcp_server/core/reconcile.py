@@ -20,14 +20,8 @@ from typing import Any
 import anyio
 
 from mcp_server.core import duties
-from mcp_server.core.actions import (
-    LEASE_TTL_S,
-    LIVE,
-    Actions,
-    action_deadline_s,
-    in_flight,
-    lease_name,
-)
+from mcp_server.core.action_lease import LEASE_TTL_S, lease_name
+from mcp_server.core.actions import LIVE, Actions, action_deadline_s, in_flight
 from mcp_server.core.autoheal import AutoHealer
 from mcp_server.core.incidents import ACTIVE, Incidents
 from mcp_server.core.targets import Target

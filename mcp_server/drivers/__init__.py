@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "opsmedic.drivers"
 #: Kinds that exist but need no driver: observed only (incidents, logs), never acted on.
-OBSERVED_ONLY = frozenset({"host", "probe", "file", "alert"})
+OBSERVED_ONLY = frozenset({"host", "probe", "file", "alert", "swarm"})
 
 __all__ = ["ENTRY_POINT_GROUP", "Drivers", "TargetDriver", "TargetState"]
 

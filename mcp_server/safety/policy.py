@@ -36,7 +36,7 @@ from mcp_server.safety.ledger import HOUR_S, RestartLedger
 from mcp_server.selectors import Selector, parse_selector
 from mcp_server.settings import PolicySettings, Settings
 
-ACTIONS = ("restart", "clean_disk")
+ACTIONS = ("restart", "rollback", "clean_disk")
 RESTARTABLE_KINDS = ("container", "process", "job")
 CONCURRENCY_RETRY_S = 5.0  # when another action is in flight: look again after this
 
@@ -207,7 +207,7 @@ class Policy:
         `approved=True` says a person already said yes to this exact action."""
         if action not in ACTIONS:
             raise InvalidInput(f"action {action!r} is unknown; use one of {', '.join(ACTIONS)}")
-        if action == "restart":
+        if action != "clean_disk":
             split_target(target)
         ask = _Ask(action, target, labels, now, state, approved)
         for name in RULE_ORDER:
@@ -343,7 +343,7 @@ class Policy:
         )
 
     def _rule_budget(self, ask: _Ask) -> Decision | None:
-        if ask.action != "restart":
+        if ask.action == "clean_disk":
             return None
         state, b = ask.state, self.budget
         delay = next_restart_delay(
@@ -369,7 +369,7 @@ class Policy:
 
 
 def _verb(action: str) -> str:
-    return "restart anything" if action == "restart" else "delete files"
+    return "delete files" if action == "clean_disk" else f"{action} anything"
 
 
 def _secs(seconds: float) -> str:

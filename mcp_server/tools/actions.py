@@ -26,27 +26,47 @@ async def restart(
     ctx: Context,
     incident_id: IncidentId | None = None,
 ) -> dict[str, Any] | mt.InputRequiredResult:
-    """Restart container:NAME, process:NAME or job:ID; verify it stays up. A refusal
-    carries rule, retry_at and remedy. incident_id must be this target's incident."""
+    """Restart container:NAME, process:NAME, job:ID or service:NAME (a rolling update); verify
+    it stays up. A refusal carries rule, retry_at and remedy. incident_id must be this
+    target's incident."""
+    return await _act("restart", target, reason, ctx, incident_id)
+
+
+async def rollback(
+    target: str,
+    reason: Annotated[str, Field(min_length=3, max_length=500)],
+    ctx: Context,
+    incident_id: IncidentId | None = None,
+) -> dict[str, Any] | mt.InputRequiredResult:
+    """Roll service:NAME back to its spec before the last update (when that update made it
+    unhealthy); verify it converges. Same policy, approvals and budget as restart."""
+    return await _act("rollback", target, reason, ctx, incident_id)
+
+
+async def _act(
+    action: str, target: str, reason: str, ctx: Context, incident_id: int | None
+) -> dict[str, Any] | mt.InputRequiredResult:
+    """One destructive action through the pipeline; a person at the client may approve it
+    by elicitation when policy asks for approval and OPSMEDIC_POLICY__ELICIT is on."""
     deps = deps_of(ctx)
     actions = deps.services.actions
     parsed = Target.parse(target, actions.drivers.restartable)
     actor = _actor(ctx)
-    decision = await actions.decide(parsed)
+    decision = await actions.decide(parsed, action=action)
     audit_note(decision=decision.verdict, target=str(parsed))
     if decision.needs_approval and deps.settings.policy.elicit:
-        question = f"OpsMedic wants to restart {parsed} ({reason}). Approve this restart?"
+        question = f"OpsMedic wants to {action} {parsed} ({reason}). Approve this {action}?"
         answer = await ask_yes_no(ctx, question)
         if isinstance(answer, mt.InputRequiredResult):
             return answer  # stateless era: the client asks the person and calls again
         if answer is False:
             audit_note(decision="denied_by_elicitation")
-            raise Refused(f"the person at the client declined restarting {parsed}; nothing ran")
+            raise Refused(f"the person at the client declined to {action} {parsed}; nothing ran")
         if answer is True:
             audit_note(decision="approved_by_elicitation")
             who = f"{actor} (approved by elicitation)"
-            return dict(await actions.restart(parsed, reason, incident_id, who, approved=True))
-    return dict(await actions.restart(parsed, reason, incident_id, actor, decision=decision))
+            return dict(await actions.run(action, parsed, reason, incident_id, who, approved=True))
+    return dict(await actions.run(action, parsed, reason, incident_id, actor, decision=decision))
 
 
 async def clean_disk(
@@ -92,3 +112,8 @@ def _actor(ctx: Context) -> str:
 def register(server: FastMCP) -> None:
     add_tool(server, restart, DESTRUCTIVE)
     add_tool(server, clean_disk, DESTRUCTIVE)
+
+
+def register_rollback(server: FastMCP) -> None:
+    """Only on servers with a kind that can roll back (swarm services)."""
+    add_tool(server, rollback, DESTRUCTIVE)

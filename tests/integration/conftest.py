@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.swarm_support import swarm_cluster  # noqa: F401  (a session fixture)
+
 _HERE = Path(__file__).parent.resolve()
 
 

@@ -269,7 +269,7 @@ def test_malformed_target_or_action_is_invalid_input() -> None:
     for target in ("web", ":web", "container:", " container:web"):
         with pytest.raises(InvalidInput, match="kind:name"):
             policy.check("restart", target, MANAGED, 0.0, RestartLedger())
-    with pytest.raises(InvalidInput, match="restart, clean_disk"):
+    with pytest.raises(InvalidInput, match="restart, rollback, clean_disk"):
         policy.check("reboot", "container:web", MANAGED, 0.0, RestartLedger())
     assert split_target("file:/var/log/a:b") == ("file", "/var/log/a:b")
 

@@ -80,7 +80,12 @@ INSPECT_TTL_S = 5.0
 MAX_LOG_LINES = 5000
 MAX_LOG_LINE_CHARS = 2000
 _TS_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\d*Z ")
-_LISTERS = {"container": "list_containers", "image": "clean_disk(action='plan')"}
+_LISTERS = {
+    "container": "list_containers",
+    "image": "clean_disk(action='plan')",
+    "service": "list_services",
+    "node": "list_services(nodes=True)",
+}
 
 
 @contextmanager
