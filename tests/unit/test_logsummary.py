@@ -212,6 +212,9 @@ def test_stack_frames_fold_into_their_error() -> None:
         ("tests: failed=0 errors=0", "info"),
         ('{"level":"info","msg":"request served","error":null,"exception":""}', "info"),
         ("level=info msg=done err=nil", "info"),
+        # a zero glued to another token is not a count
+        ("QQ[10]: connectx to 183.57.48.75:80@0 failed: [50] Network is down", "error"),
+        ("sync: 0 failed, 3 retried", "info"),
     ],
 )
 def test_classify(line: str, expected: str) -> None:
