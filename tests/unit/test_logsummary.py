@@ -307,3 +307,17 @@ def test_a_flood_of_distinct_errors_stops_at_the_hard_cap_and_says_so() -> None:
     assert summary.note and "not shown: past the hard cap" in summary.note
     shown = [t for t in summary.templates if t.severity == "error"]
     assert shown[0].first_line == 1 and len(shown) < 3000
+
+
+def test_past_the_hard_cap_long_templates_are_cut_before_any_failure_is_left_out() -> None:
+    giants = [
+        f"ERROR huge{_name(k)} " + " ".join(f"q{_name(k * 900 + j)}" for j in range(900))
+        for k in range(6)
+    ]
+    small = [f"ERROR {_name(i)}x small {_name(i * 5)}y failure" for i in range(40)]
+    summary = summarize(giants + small, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert all(f"{_name(i)}x small {_name(i * 5)}y failure" in text for i in range(40))
+    assert all(f"huge{_name(k)}" in text for k in range(6))
+    assert summary.note and "cut to" in summary.note and "not shown" not in summary.note
