@@ -12,8 +12,8 @@ tight it gives up, in order: info templates (least frequent first), examples of 
 the length of the latest raw lines, then the spelling of variable parts (`<TS>` -> `*`);
 never a constant word of an error template. Only past a hard cap (a multiple of the budget)
 are the longest templates cut to a common length, so that a few huge lines cannot crowd out
-the other failures, and then, for a flood of distinct failures, the last ones left out (the
-note says so). The header counts are over the whole input.
+the other failures; then, for a flood of distinct failures, warnings and the costliest
+templates are left out first (the note says so). The header counts are over the whole input.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from mcp_server.backends.logcap import largest_fitting, leave_out
 from mcp_server.backends.logmerge import SLOT, group_variants, render_values
 from mcp_server.backends.logseverity import (
     RANK,
@@ -42,7 +43,7 @@ _RESERVE = 700  # budget kept back for the headline, note and section headers
 # fill a model's context (the note says what was left out and how to see it).
 HARD_CAP_FACTOR = 5
 HARD_CAP_MIN = 20_000
-CLIP_MIN_CHARS = 400  # past the hard cap, long templates are cut, to no less than this
+CLIP_MIN_CHARS = 2000  # past the hard cap, long templates are cut, to no less than this
 # (examples, example chars, latest-line chars, compact placeholders, values per slot),
 # from rich to lean: examples go first, then the spelling and the values of variable parts
 _DETAIL_LEVELS: tuple[tuple[int, int, int, bool, int | None], ...] = (
@@ -163,7 +164,8 @@ def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10
         compact=_DETAIL_LEVELS[level][3],
         max_values=_DETAIL_LEVELS[level][4],
     )
-    cut = severe[len(severe_shown) :]
+    kept_keys = {s.template_key() for s in severe_shown}
+    cut = [s for s in severe if s.template_key() not in kept_keys]
     kept = _fill(info, room - used)
     while True:  # the reserve covers the headline and note; this only guards the estimate
         shown = {k.template_key() for k in kept}
@@ -324,10 +326,9 @@ def _fit_mandatory(
         if used <= room or level == len(_DETAIL_LEVELS) - 1:
             if used > hard:  # a few huge lines must not crowd out the other failures
                 shown, costs = _clip_longest(shown, hard - _cost(latest), compact, values)
-                used = sum(costs) + _cost(latest)
-            while shown and used > hard:  # a flood of distinct failures: keep the first ones
-                shown.pop()
-                used -= costs.pop()
+                out = leave_out([_RANK[s.severity] for s in shown], costs, sum(costs) - hard)
+                shown = [s for i, s in enumerate(shown) if i not in out]
+                used = sum(c for i, c in enumerate(costs) if i not in out) + _cost(latest)
             return shown, latest, level, used
     raise AssertionError("unreachable")
 
@@ -335,21 +336,15 @@ def _fit_mandatory(
 def _clip_longest(
     shown: list[TemplateStat], room: int, compact: bool, values: int | None
 ) -> tuple[list[TemplateStat], list[int]]:
-    """Cut the longest templates to one common length, the largest that fits `room`, but
-    never below CLIP_MIN_CHARS (then the caller leaves the last templates out)."""
+    """The longest templates cut to one length, the largest that fits `room` (>= CLIP_MIN)."""
 
     def clipped(limit: int) -> tuple[list[TemplateStat], list[int]]:
         out = [s.model_copy(update={"text_limit": limit}) for s in shown]
         return out, [len(s.block(compact, values)) + 1 for s in out]
 
-    low, high = CLIP_MIN_CHARS, max((len(s.template) for s in shown), default=0)
-    while low < high:  # the largest limit whose total fits
-        mid = (low + high + 1) // 2
-        if sum(clipped(mid)[1]) <= room:
-            low = mid
-        else:
-            high = mid - 1
-    return clipped(low)
+    longest = max((len(s.template) for s in shown), default=0)
+    limit = largest_fitting(CLIP_MIN_CHARS, longest, lambda n: sum(clipped(n)[1]), room)
+    return clipped(limit)
 
 
 def _fill(info: list[TemplateStat], room: int) -> list[TemplateStat]:
@@ -377,9 +372,9 @@ def _note(
         limit = clipped[0].text_limit
         parts.append(f"{len(clipped)} long error/warning templates cut to {limit} chars (hard cap)")
     if cut:
-        lines = sum(s.count for s in cut)
+        lines, first = sum(s.count for s in cut), min(s.first_line for s in cut)
         parts.append(
-            f"{len(cut)} more error/warning templates ({lines} lines, from L{cut[0].first_line}) "
+            f"{len(cut)} more error/warning templates ({lines} lines, first at L{first}) "
             "not shown: past the hard cap; use grep or a larger budget"
         )
     if omitted:

@@ -321,3 +321,18 @@ def test_past_the_hard_cap_long_templates_are_cut_before_any_failure_is_left_out
     assert all(f"{_name(i)}x small {_name(i * 5)}y failure" in text for i in range(40))
     assert all(f"huge{_name(k)}" in text for k in range(6))
     assert summary.note and "cut to" in summary.note and "not shown" not in summary.note
+
+
+def test_past_the_hard_cap_the_costliest_warnings_go_first() -> None:
+    long = [
+        f"WARN long{_name(k)} " + " ".join(f"z{_name(k * 300 + j)}" for j in range(250))
+        for k in range(40)
+    ]
+    short = [f"WARN {_name(i)}s slow {_name(i * 3)}t call" for i in range(200)]
+    lines = [*long, *short, "ERROR final step failed"]
+    summary = summarize(lines, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert "ERROR final step failed" in text
+    assert all(f"{_name(i)}s slow {_name(i * 3)}t call" in text for i in range(200))
+    assert summary.note and "not shown: past the hard cap" in summary.note
