@@ -1,13 +1,20 @@
 """tail_logs(mode="summary") on real logs, scored; and summarize() on 10k noisy lines.
 
-Usage: python bench/bench_summary.py [--logs DIR] [--budget N] [--runs 5] [-v]
+Usage: python bench/bench_summary.py [--logs DIR] [--split NAME] [--budget N] [--runs 5] [-v]
 
-1. Every log in DIR (default ../shared/diagnosis/logs, or $OPSMEDIC_DIAGNOSIS_DIR/logs) is read
-   through the real tail_logs tool (in-process server, file: source) with its default budget
-   (or --budget), and each output is scored with DIR/../score_summary.py: error-template
-   recall and compression, per file and pooled, beside the naive baseline in BASELINE.tsv.
+1. Every log of a set is read through the real tail_logs tool (in-process server, file:
+   source) with its default budget (or --budget), and each output is scored with the
+   diagnosis kit's score_summary.py: error-template recall and compression, per file and
+   pooled, beside the naive baseline (first 40 + last 40 lines). A set is a folder of *.log
+   files: the diagnosis kit's logs/ (default: ../shared/diagnosis, or
+   $OPSMEDIC_DIAGNOSIS_DIR; --logs DIR with a logs/ folder), or any folder of logs (--logs
+   bench/data/heldout-logs). The baseline comes from the set's BASELINE.tsv, or is computed
+   with `score_summary.py --baseline` when there is none. A `split` column in the set's
+   MANIFEST.tsv gives pooled figures per split; --split NAME scores only that split (tune on
+   one split, read the other only at the end).
 2. The generated 10k-line noisy log of tests/unit/test_logsummary.py: compression, every
-   error/warning template kept, and the time of summarize() (median of --runs).
+   error/warning template kept, and the time of summarize() (median of --runs; --runs 0
+   skips it).
 Numbers only; no assertion.
 """
 
@@ -23,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,44 +87,122 @@ def score(scorer: Path, log: Path, text: str, verbose: bool) -> dict[str, Any]:
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
-def real_logs(root: Path, budget: int | None, verbose: bool) -> None:
-    logs = sorted((root / "logs").glob("*.log"))
+@dataclass
+class LogSet:
+    """A folder of *.log files, the scorer, and each file's split (MANIFEST.tsv `split`)."""
+
+    folder: Path
+    scorer: Path
+    splits: dict[str, str]
+
+    @classmethod
+    def at(cls, path: Path | None) -> LogSet:
+        kit = diagnosis_dir()
+        path = (path or kit).resolve()
+        folder = path / "logs" if (path / "logs").is_dir() else path
+        scorer = path / "score_summary.py"
+        scorer = scorer if scorer.is_file() else kit / "score_summary.py"
+        splits: dict[str, str] = {}
+        if (folder / "MANIFEST.tsv").is_file():
+            splits = {r["file"]: r.get("split") or "all" for r in _tsv(folder / "MANIFEST.tsv")}
+        return cls(folder, scorer, splits)
+
+    def logs(self, split: str | None) -> list[Path]:
+        logs = sorted(self.folder.glob("*.log"))
+        return [p for p in logs if split is None or self.splits.get(p.name, "all") == split]
+
+    def baseline(self, logs: list[Path]) -> dict[str, tuple[int, int, float]]:
+        """(kept, templates, compression) of the naive summary, per file name."""
+        if (self.folder / "BASELINE.tsv").is_file():
+            rows = _tsv(self.folder / "BASELINE.tsv")
+            return {
+                r["file"]: (
+                    int(r["baseline_kept"]),
+                    int(r["error_templates"]),
+                    float(r["baseline_compression"]),
+                )
+                for r in rows
+            }
+        cmd = [sys.executable, str(self.scorer), "--baseline", "--json", *map(str, logs)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out = {}
+        for line in res.stdout.splitlines():
+            d = json.loads(line)
+            out[Path(d["file"]).name] = (d["kept"], d["error_templates"], d["compression"])
+        return out
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, dialect="excel-tab"))
+
+
+@dataclass
+class _Pool:
+    kept: int = 0
+    total: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    base_kept: int = 0
+    base_out: float = 0.0
+    worst: tuple[float, str] = (1.0, "-")
+
+    def add(self, name: str, s: dict[str, Any], base: tuple[int, int, float] | None) -> None:
+        self.kept, self.total = self.kept + s["kept"], self.total + s["error_templates"]
+        self.chars_in += s["input_chars"]
+        self.chars_out += s["output_chars"]
+        self.worst = min(self.worst, (s["recall"], name))
+        if base:
+            self.base_kept += base[0]
+            self.base_out += s["input_chars"] / base[2]
+
+    def line(self, label: str) -> str:
+        recall = self.kept / max(1, self.total)
+        base = self.base_kept / max(1, self.total)
+        base_cmp = self.chars_in / max(1.0, self.base_out)
+        return (
+            f"{label}: recall={recall:.3f} ({self.kept}/{self.total}) "
+            f"compression={self.chars_in / max(1, self.chars_out):.1f}x "
+            f"worst_file_recall={self.worst[0]:.3f} ({self.worst[1]})  "
+            f"baseline: recall={base:.3f} compression={base_cmp:.1f}x"
+        )
+
+
+def real_logs(logset: LogSet, split: str | None, budget: int | None, verbose: bool) -> None:
+    logs = logset.logs(split)
     if not logs:
-        print(f"no logs in {root / 'logs'}: real-log part skipped")
+        print(f"no logs in {logset.folder} (split {split or 'any'}): real-log part skipped")
         return
-    with open(root / "logs" / "BASELINE.tsv") as f:
-        base = {r["file"]: r for r in csv.DictReader(f, dialect="excel-tab")}
+    base = logset.baseline(logs)
     got = asyncio.run(summaries(logs, budget))
     head = ("tmpl", "recall", "compr", "base_rec", "base_cmp", "ms")
-    print(f"{'file':48} " + " ".join(f"{h:>8}" for h in head))
-    kept = total = chars_in = chars_out = 0
-    worst = 1.0
+    print(f"{'file':48} {'split':>5} " + " ".join(f"{h:>8}" for h in head))
+    pools: dict[str, _Pool] = {}
     for log in logs:
         text, took = got[log]
-        s = score(root / "score_summary.py", log, text, verbose)
-        b = base.get(log.name, {})
-        kept, total = kept + s["kept"], total + s["error_templates"]
-        chars_in, chars_out = chars_in + s["input_chars"], chars_out + s["output_chars"]
-        worst = min(worst, s["recall"])
+        s = score(logset.scorer, log, text, verbose)
+        b = base.get(log.name)
+        name = logset.splits.get(log.name, "all")
+        for key in {"pooled", name}:
+            pools.setdefault(key, _Pool()).add(log.name, s, b)
         row = (
             f"{s['error_templates']:8d}",
             f"{s['recall']:8.3f}",
             f"{s['compression']:8.1f}",
-            f"{float(b.get('baseline_recall', 'nan')):8.3f}",
-            f"{float(b.get('baseline_compression', 'nan')):8.1f}",
+            f"{b[0] / max(1, b[1]) if b else float('nan'):8.3f}",
+            f"{b[2] if b else float('nan'):8.1f}",
             f"{took * 1e3:8.0f}",
         )
-        print(f"{log.name[:48]:48} " + " ".join(row))
-    base_kept = sum(int(r["baseline_kept"]) for r in base.values())
-    base_total = sum(int(r["error_templates"]) for r in base.values())
-    print(
-        f"pooled: recall={kept / total:.3f} ({kept}/{total}) "
-        f"compression={chars_in / chars_out:.1f}x worst_file_recall={worst:.3f}  "
-        f"baseline: recall={base_kept / max(1, base_total):.3f}"
-    )
+        print(f"{log.name[:48]:48} {name[:5]:>5} " + " ".join(row))
+    splits = sorted(k for k in pools if k != "pooled")
+    for key in splits if len(splits) > 1 else []:
+        print(pools[key].line(f"split {key}"))
+    print(pools["pooled"].line("pooled"))
 
 
 def noisy(runs: int, budget: int | None) -> None:
+    if runs < 1:
+        return
     lines = noisy_log(10_000)
     times = []
     for _ in range(runs):
@@ -136,12 +222,15 @@ def noisy(runs: int, budget: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--logs", type=Path, default=None, help="diagnosis dir (has logs/)")
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="a diagnosis dir (has logs/) or a folder of logs"
+    )
+    parser.add_argument("--split", default=None, help="only the logs of this MANIFEST split")
     parser.add_argument("--budget", type=int, default=None, help="default: the tool's")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("-v", "--verbose", action="store_true", help="list missed templates")
     args = parser.parse_args()
-    real_logs(args.logs or diagnosis_dir(), args.budget, args.verbose)
+    real_logs(LogSet.at(args.logs), args.split, args.budget, args.verbose)
     noisy(args.runs, args.budget)
 
 

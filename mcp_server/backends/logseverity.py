@@ -70,7 +70,9 @@ _WORDS = (
 )  # fmt: skip
 _WARN_WORDS = ("warn", "deprecat")
 _NEGATED = re.compile(
-    r"\b(?:no|0|zero|without|never|none)\s+(?:\w+\s+)?(?:errors?|failures?|failed|warnings?"
+    # a count of zero is a token of its own: "0 failures", not the "@0" of "host:80@0 failed"
+    r"(?:\b(?:no|zero|without|never|none)|(?<![\w@:./\-])0)\s+(?:\w+\s+)?"
+    r"(?:errors?|failures?|failed|warnings?"
     r"|exceptions?|timeouts?|panics?)\w*"
     r"|\b(?:errors?|failures?|failed|fails|warnings?|exceptions?|timeouts?)\w*\s*[=:]\s*\"?0\b"
     # empty fields of structured logs: "error": null, err="", exception=None

@@ -10,7 +10,10 @@ clustered with drain3 (configured here, in memory, no config file, no persistenc
 The summary ALWAYS keeps every error and warning template. When the character budget is
 tight it gives up, in order: info templates (least frequent first), examples of errors,
 the length of the latest raw lines, then the spelling of variable parts (`<TS>` -> `*`);
-never a constant word of an error template. The header counts are over the whole input.
+never a constant word of an error template. Only past a hard cap (a multiple of the budget)
+are the longest templates cut to a common length, so that a few huge lines cannot crowd out
+the other failures; then, for a flood of distinct failures, warnings and the costliest
+templates are left out first (the note says so). The header counts are over the whole input.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from mcp_server.backends.logcap import largest_fitting, leave_out
 from mcp_server.backends.logmerge import SLOT, group_variants, render_values
 from mcp_server.backends.logseverity import (
     RANK,
@@ -39,6 +43,7 @@ _RESERVE = 700  # budget kept back for the headline, note and section headers
 # fill a model's context (the note says what was left out and how to see it).
 HARD_CAP_FACTOR = 5
 HARD_CAP_MIN = 20_000
+CLIP_MIN_CHARS = 2000  # past the hard cap, long templates are cut, to no less than this
 # (examples, example chars, latest-line chars, compact placeholders, values per slot),
 # from rich to lean: examples go first, then the spelling and the values of variable parts
 _DETAIL_LEVELS: tuple[tuple[int, int, int, bool, int | None], ...] = (
@@ -65,6 +70,7 @@ class TemplateStat(BaseModel):
     last: str | None = None
     trace_lines: int = 0  # stack frames folded into this error
     values: list[str] = []  # the words seen in the template's one varying slot (<ALT>)
+    text_limit: int | None = None  # past the hard cap, a very long template is cut to this
 
     def template_key(self) -> tuple[str, int]:
         return (self.severity, self.first_line)  # first_line is unique within a severity
@@ -76,6 +82,7 @@ class TemplateStat(BaseModel):
         if self.values:
             text = text.replace(SLOT, render_values(self.values, max_values), 1)
         text = _compact(text) if compact else text
+        text = _cut(text, self.text_limit) if self.text_limit else text
         out = [f"[{self.severity} x{self.count} {where}{trace}] {text}"]
         if self.first is not None and self.count > 1 and self.first != self.last:
             out.append(f"  first: {self.first}")
@@ -157,7 +164,8 @@ def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10
         compact=_DETAIL_LEVELS[level][3],
         max_values=_DETAIL_LEVELS[level][4],
     )
-    cut = severe[len(severe_shown) :]
+    kept_keys = {s.template_key() for s in severe_shown}
+    cut = [s for s in severe if s.template_key() not in kept_keys]
     kept = _fill(info, room - used)
     while True:  # the reserve covers the headline and note; this only guards the estimate
         shown = {k.template_key() for k in kept}
@@ -167,7 +175,7 @@ def summarize(lines: Sequence[str], budget_chars: int = 10_000, latest: int = 10
                 "templates": [*severe_shown, *kept],
                 "omitted_templates": len(omitted),
                 "omitted_lines": sum(s.count for s in omitted),
-                "note": _note(omitted, level, used > room, budget_chars, cut),
+                "note": _note(omitted, level, used > room, budget_chars, cut, severe_shown),
             }
         )
         if not kept or len(summary.render()) <= budget_chars:
@@ -316,11 +324,27 @@ def _fit_mandatory(
         costs = [len(s.block(compact, values)) + 1 for s in shown]
         used = sum(costs) + _cost(latest)
         if used <= room or level == len(_DETAIL_LEVELS) - 1:
-            while shown and used > hard:  # a flood of distinct failures: keep the first ones
-                shown.pop()
-                used -= costs.pop()
+            if used > hard:  # a few huge lines must not crowd out the other failures
+                shown, costs = _clip_longest(shown, hard - _cost(latest), compact, values)
+                out = leave_out([_RANK[s.severity] for s in shown], costs, sum(costs) - hard)
+                shown = [s for i, s in enumerate(shown) if i not in out]
+                used = sum(c for i, c in enumerate(costs) if i not in out) + _cost(latest)
             return shown, latest, level, used
     raise AssertionError("unreachable")
+
+
+def _clip_longest(
+    shown: list[TemplateStat], room: int, compact: bool, values: int | None
+) -> tuple[list[TemplateStat], list[int]]:
+    """The longest templates cut to one length, the largest that fits `room` (>= CLIP_MIN)."""
+
+    def clipped(limit: int) -> tuple[list[TemplateStat], list[int]]:
+        out = [s.model_copy(update={"text_limit": limit}) for s in shown]
+        return out, [len(s.block(compact, values)) + 1 for s in out]
+
+    longest = max((len(s.template) for s in shown), default=0)
+    limit = largest_fitting(CLIP_MIN_CHARS, longest, lambda n: sum(clipped(n)[1]), room)
+    return clipped(limit)
 
 
 def _fill(info: list[TemplateStat], room: int) -> list[TemplateStat]:
@@ -336,13 +360,21 @@ def _fill(info: list[TemplateStat], room: int) -> list[TemplateStat]:
 
 
 def _note(
-    omitted: list[TemplateStat], level: int, over: bool, budget: int, cut: list[TemplateStat]
+    omitted: list[TemplateStat],
+    level: int,
+    over: bool,
+    budget: int,
+    cut: list[TemplateStat],
+    shown: list[TemplateStat],
 ) -> str | None:
     parts = []
+    if clipped := [s for s in shown if s.text_limit and len(s.template) > s.text_limit]:
+        limit = clipped[0].text_limit
+        parts.append(f"{len(clipped)} long error/warning templates cut to {limit} chars (hard cap)")
     if cut:
-        lines = sum(s.count for s in cut)
+        lines, first = sum(s.count for s in cut), min(s.first_line for s in cut)
         parts.append(
-            f"{len(cut)} more error/warning templates ({lines} lines, from L{cut[0].first_line}) "
+            f"{len(cut)} more error/warning templates ({lines} lines, first at L{first}) "
             "not shown: past the hard cap; use grep or a larger budget"
         )
     if omitted:

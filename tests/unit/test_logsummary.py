@@ -212,6 +212,9 @@ def test_stack_frames_fold_into_their_error() -> None:
         ("tests: failed=0 errors=0", "info"),
         ('{"level":"info","msg":"request served","error":null,"exception":""}', "info"),
         ("level=info msg=done err=nil", "info"),
+        # a zero glued to another token is not a count
+        ("QQ[10]: connectx to 183.57.48.75:80@0 failed: [50] Network is down", "error"),
+        ("sync: 0 failed, 3 retried", "info"),
     ],
 )
 def test_classify(line: str, expected: str) -> None:
@@ -304,3 +307,32 @@ def test_a_flood_of_distinct_errors_stops_at_the_hard_cap_and_says_so() -> None:
     assert summary.note and "not shown: past the hard cap" in summary.note
     shown = [t for t in summary.templates if t.severity == "error"]
     assert shown[0].first_line == 1 and len(shown) < 3000
+
+
+def test_past_the_hard_cap_long_templates_are_cut_before_any_failure_is_left_out() -> None:
+    giants = [
+        f"ERROR huge{_name(k)} " + " ".join(f"q{_name(k * 900 + j)}" for j in range(900))
+        for k in range(6)
+    ]
+    small = [f"ERROR {_name(i)}x small {_name(i * 5)}y failure" for i in range(40)]
+    summary = summarize(giants + small, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert all(f"{_name(i)}x small {_name(i * 5)}y failure" in text for i in range(40))
+    assert all(f"huge{_name(k)}" in text for k in range(6))
+    assert summary.note and "cut to" in summary.note and "not shown" not in summary.note
+
+
+def test_past_the_hard_cap_the_costliest_warnings_go_first() -> None:
+    long = [
+        f"WARN long{_name(k)} " + " ".join(f"z{_name(k * 300 + j)}" for j in range(250))
+        for k in range(40)
+    ]
+    short = [f"WARN {_name(i)}s slow {_name(i * 3)}t call" for i in range(200)]
+    lines = [*long, *short, "ERROR final step failed"]
+    summary = summarize(lines, budget_chars=1000, latest=0)
+    text = summary.render()
+    assert len(text) < 21_000
+    assert "ERROR final step failed" in text
+    assert all(f"{_name(i)}s slow {_name(i * 3)}t call" in text for i in range(200))
+    assert summary.note and "not shown: past the hard cap" in summary.note
