@@ -232,29 +232,35 @@ class SwarmBackend:
         kwargs: dict[str, Any] = docker.utils.kwargs_from_env()  # TLS as for `docker -H`
         return docker.APIClient(**{**kwargs, "base_url": self.host}, version="auto", timeout=None)
 
-    async def converged(self, name: str, before: datetime | None = None) -> tuple[bool, str]:
+    async def converged(self, name: str, before: datetime | None = None) -> tuple[bool, str, int]:
         """After a restart or rollback: its update has begun (the change time is no longer
-        `before`) and ended, desired == running, no update paused, no task failed since."""
+        `before`) and ended, desired == running, no update paused; and the count of task
+        failures since the change (the caller checks it does not grow while it waits)."""
         row, _ = await self.service(name)
         if before is not None and row.changed_at == before:
-            return False, "the update has not begun yet"
-        ok = row.running >= row.desired and not row.converging
-        ok = ok and not row.update_stuck and row.failures == 0
-        return ok, describe(row)
+            return False, "the update has not begun yet", row.failures
+        ok = row.running >= row.desired and not row.converging and not row.update_stuck
+        return ok, describe(row), row.failures
 
     async def wait_converged(
         self, name: str, timeout_s: float, stable_s: float, before: datetime | None = None
     ) -> tuple[bool, str]:
-        """Poll until the service has converged and stays so for `stable_s`."""
+        """Poll until the service has converged and stays so for `stable_s` with no task
+        failing meanwhile. A task that failed early in the rolling update (before what it
+        waited for came back) does not fail a service that has run clean since."""
         deadline = anyio.current_time() + timeout_s
         since: float | None = None
+        failures_at_since = 0
         detail = "not read yet"
         while anyio.current_time() < deadline:
-            ok, detail = await self.converged(name, before)
+            ok, detail, failures = await self.converged(name, before)
             now = anyio.current_time()
-            since = (since or now) if ok else None
+            if not ok or (since is not None and failures > failures_at_since):
+                since = None
+            elif since is None:
+                since, failures_at_since = now, failures
             if since is not None and now - since >= stable_s:
-                return True, f"{detail} for {stable_s:g}s"
+                return True, f"{detail} for {stable_s:g}s with no new task failure"
             await anyio.sleep(0.5)
         return False, f"not converged after {timeout_s:g}s: {detail}"
 
