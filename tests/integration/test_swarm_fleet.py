@@ -71,8 +71,14 @@ def test_two_instances_on_two_managers_heal_a_service_once_and_see_each_other(
             wait_until(lambda: alpha.incident(inc["id"])["status"] == "resolved", timeout=180)
         except TimeoutError:
             seen = [t["text"] for t in alpha.incident(inc["id"])["timeline"]]
-            said = [ln for r in runs for ln in r.log().splitlines() if "uvicorn" not in ln
-                    and "reconcile: container" not in ln and "docker events" not in ln]
+            said = [
+                ln
+                for r in runs
+                for ln in r.log().splitlines()
+                if "uvicorn" not in ln
+                and "reconcile: container" not in ln
+                and "docker events" not in ln
+            ]
             raise AssertionError("\n".join(seen + said[-60:])) from None
         assert len(beta.incidents(target)) == 1, beta.incidents(target)  # one across the fleet
 
