@@ -39,8 +39,11 @@ class RunOptions:
 
 
 @contextlib.asynccontextmanager
-async def connect(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[Any]]:
-    """A client of the server to drive: remote, stdio, or in-process (plus HTTP)."""
+async def connect(
+    settings: Settings, opts: RunOptions, advisor: Advisor | None = None
+) -> AsyncIterator[Client[Any]]:
+    """A client of the server to drive: remote, stdio, or in-process (plus HTTP). In process,
+    the advisor's model health shows in the server's /healthz as the `llm` duty."""
     if opts.url:
         transport = StreamableHttpTransport(opts.url, auth=opts.token)
         async with Client(transport, client_info=CLIENT_INFO) as client:
@@ -51,14 +54,17 @@ async def connect(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[
         async with Client(StdioTransport(argv[0], argv[1:]), client_info=CLIENT_INFO) as client:
             yield client
         return
-    async with local_server(settings, opts) as client:
+    async with local_server(settings, opts, advisor) as client:
         yield client
 
 
 @contextlib.asynccontextmanager
-async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[Any]]:
+async def local_server(
+    settings: Settings, opts: RunOptions, advisor: Advisor | None = None
+) -> AsyncIterator[Client[Any]]:
     from mcp_server.app import create_server
     from mcp_server.auth import check_bind
+    from mcp_server.deps import Deps
     from mcp_server.server_runner import uvicorn_server
 
     # The runner decides and acts (after its RCA); the server's own auto-restart stays off.
@@ -68,7 +74,11 @@ async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Cl
             "policy": settings.policy.model_copy(update={"auto_restart": False}),
         }
     )
-    server = create_server(settings)
+    deps = Deps.build(settings)
+    bind = getattr(advisor, "bind_duties", None)
+    if bind is not None:
+        bind(deps.duties)
+    server = create_server(settings, deps)
     async with anyio.create_task_group() as tg:
         http = None
         if opts.http:
@@ -92,7 +102,7 @@ async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Cl
 async def run(settings: Settings, opts: RunOptions) -> int:
     advisor: Advisor = advisor_from_settings(settings)
     monitors = {m.name: m.interval_s for m in settings.monitors}
-    async with connect(settings, opts) as client:
+    async with connect(settings, opts, advisor) as client:
         runner = Runner(client, advisor, mode=opts.mode, monitors=monitors)
         logger.info("runner started: mode %s, RCA by %s", opts.mode, advisor.name)
         if opts.once:
