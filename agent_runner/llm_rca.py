@@ -107,6 +107,7 @@ class RcaResult:
     author: str
     outcome: RcaOutcome | None = None
     fallback_reason: str | None = None
+    prompt_sizes: list[int] = field(default_factory=list)  # characters sent, per try
 
 
 async def llm_rca(
@@ -283,9 +284,11 @@ async def rca_with_fallback(
         return RcaResult(rules.rca_input(rules.triage(incident, evidence)), "rules")
     budget = prompt_chars or len(prompt_text)
     outcome = RcaOutcome(rca=None, author=provider.model, failure="no answer")
+    sizes: list[int] = []
     with anyio.move_on_after(timeout_s if timeout_s else math.inf) as scope:
         for _try in range(2):
             text = fit_prompt(prompt_text, budget)
+            sizes.append(len(text))
             outcome = await _guarded_rca(
                 provider, text, call_tool, allowed_tools, max_steps, max_tokens_budget
             )
@@ -302,12 +305,12 @@ async def rca_with_fallback(
         if dropped:
             note = f"[{dropped} cited line(s) not found in the logs were dropped] "
             rca["summary"] = (note + rca["summary"])[:2000]
-        return RcaResult(rca, outcome.author, outcome)
+        return RcaResult(rca, outcome.author, outcome, prompt_sizes=sizes)
     reason = outcome.failure or "no answer"
     lead = f"model answer rejected: {reason}" if outcome.rejected else f"LLM failed ({reason})"
     rca = rules.rca_input(rules.triage(incident, evidence))
     rca["summary"] = f"{lead}; rules used. {rca['summary']}"[:2000]
-    return RcaResult(rca, "rules", outcome, fallback_reason=reason)
+    return RcaResult(rca, "rules", outcome, fallback_reason=reason, prompt_sizes=sizes)
 
 
 async def _guarded_rca(
