@@ -214,16 +214,21 @@ def parse_rca(text: str) -> tuple[dict[str, Any] | None, str]:
         return None, str(exc)
     if isinstance(data.get("evidence"), list):
         data["evidence"] = data["evidence"][:20]
-    category = data.get("category")
-    if category not in CATEGORIES:
-        shown = strip_control(str(category))[:60]
-        return None, f"category {shown!r} is not one of {', '.join(CATEGORIES)}"
     try:
         answer = RcaAnswer.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()]
+        problems = [_problem(e, data) for e in exc.errors()]
+        problems.sort(key=lambda p: not p.startswith("category "))  # the usual one first
         return None, "; ".join(problems[:3])
     return answer.model_dump(mode="json"), ""
+
+
+def _problem(error: Any, data: dict[str, Any]) -> str:
+    where = ".".join(map(str, error["loc"])) or "answer"
+    if where == "category" and "category" in data:
+        shown = strip_control(str(data["category"]))[:60]
+        return f"category {shown!r} is not one of {', '.join(CATEGORIES)}"
+    return f"{where}: {error['msg']}"
 
 
 _FENCE_RE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
