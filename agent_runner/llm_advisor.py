@@ -13,6 +13,7 @@ stops calling a failing model for a while (shown as the `llm` duty in /healthz).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DUTY = "llm"
 RAW_AUDIT_CHARS = 2000
+PROPS_RETRY_S = 60.0
 
 
 class LlmAdvisor:
@@ -54,6 +56,7 @@ class LlmAdvisor:
         self.breaker = Breaker(self.llm.breaker_failures, self.llm.breaker_cooldown_s)
         self._slots = anyio.Semaphore(self.llm.concurrency)
         self._context: int | None = self.llm.context_tokens
+        self._props_retry = 0.0
         self._redactor = Redactor()
 
     @classmethod
@@ -77,10 +80,13 @@ class LlmAdvisor:
         self.breaker.listener = show
 
     async def context(self) -> int:
-        """The model's context in tokens: configured, else llama.cpp's /props, else 8192."""
-        if self._context is None:
+        """The model's context in tokens: configured, else llama.cpp's /props (asked again
+        a minute after a miss: the server may be down just now), else 8192."""
+        now = time.monotonic()
+        if self._context is None and now >= self._props_retry:
             base = getattr(self.provider, "base_url", "")
-            self._context = (await context_tokens(base) if base else None) or 0
+            self._context = await context_tokens(base) if base else None
+            self._props_retry = now + PROPS_RETRY_S
         return self._context or DEFAULT_CONTEXT_TOKENS
 
     async def advise(
