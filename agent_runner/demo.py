@@ -96,14 +96,15 @@ def start_flaky_container() -> tuple[Any, str]:
     return None, f"Docker is up but none of {', '.join(IMAGES)} is present: process part only"
 
 
-def demo_advisor(llm_url: str | None, llm_model: str) -> tuple[Advisor, str]:
+def demo_advisor(llm_url: str | None, llm_model: str, timeout_s: float) -> tuple[Advisor, str]:
     """(advisor, how the RCA is made): rules, or the model at `llm_url` with rules behind."""
     if not llm_url:
         return RulesAdvisor(), "rules RCA"
     from agent_runner.llm_advisor import LlmAdvisor
     from agent_runner.llm_openai import OpenAiCompatible
 
-    llm = LlmSettings(provider="openai", base_url=llm_url, model=llm_model, timeout_s=60)
+    llm = LlmSettings(provider="openai", base_url=llm_url, model=llm_model, timeout_s=timeout_s,
+                      max_tokens=256)  # fmt: skip
     provider = OpenAiCompatible(llm_url, "demo", llm_model, llm.timeout_s,
                                 max_tokens=llm.max_tokens)  # fmt: skip
     return LlmAdvisor(provider, llm=llm), f"RCA by the model at {llm_url} (rules if it fails)"
@@ -114,10 +115,11 @@ async def run_demo(
     timeout_s: float | None = None,
     llm_url: str | None = None,
     llm_model: str = "local",
+    llm_timeout_s: float = 120.0,
 ) -> int:
     say = Narrator(out)
-    advisor, how = demo_advisor(llm_url, llm_model)
-    timeout_s = timeout_s or (240.0 if llm_url else 55.0)
+    advisor, how = demo_advisor(llm_url, llm_model, llm_timeout_s)
+    timeout_s = timeout_s or (2 * llm_timeout_s + 60 if llm_url else 55.0)
     box = None
     with tempfile.TemporaryDirectory(prefix="opsmedic-demo-") as tmp:
         settings = demo_settings(Path(tmp))

@@ -74,7 +74,7 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         argv = [str(self.server), "-m", str(self.model), "--host", "127.0.0.1",
                 "--port", str(self.port), "-c", str(self.ctx), "--jinja",
-                "--threads", "1", "--parallel", "1", "--alias", MODEL_NAME]  # fmt: skip
+                "--threads", "2", "--parallel", "1", "--alias", MODEL_NAME]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout=120, interval=0.1)
