@@ -2,6 +2,7 @@
 model's answers are rejected by validation.
 
 Usage: python bench/bench_llm.py [--cases PATH] [--url BASE_URL] [--limit N] [--timeout S]
+                                 [--max-tokens N]
 
 Cases: --cases, else $OPSMEDIC_DIAGNOSIS_DIR/rca-dev.jsonl, else ../shared/diagnosis/
 rca-dev.jsonl beside the repo (never copied into it). The model: --url (an OpenAI-compatible
@@ -39,8 +40,6 @@ from mcp_server.safety.redaction import frame_untrusted
 from prompts.registry import template
 from tests.rca_replay import diagnosis_dir, load_cases
 
-MAX_TOKENS = 512
-
 
 def case_prompt(case: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]], str]:
     """(incident, evidence lines, rca prompt) for one labelled case."""
@@ -58,11 +57,11 @@ async def no_tools(name: str, args: dict[str, Any]) -> str:
     return "error: no tools in this bench"
 
 
-async def run(cases: list[dict[str, Any]], url: str, timeout_s: float) -> None:
-    provider = OpenAiCompatible(url, "bench", "local", timeout_s, max_tokens=MAX_TOKENS,
+async def run(cases: list[dict[str, Any]], url: str, timeout_s: float, max_tokens: int) -> None:
+    provider = OpenAiCompatible(url, "bench", "local", timeout_s, max_tokens=max_tokens,
                                 retry=RetryPolicy(tries=2, deadline_s=timeout_s))  # fmt: skip
     ctx = await context_tokens(url) or 8192
-    budget = prompt_chars(ctx, MAX_TOKENS)
+    budget = prompt_chars(ctx, max_tokens)
     rules_s, model_s = [], []
     outcomes: Counter[str] = Counter()
     right = Counter[str]()
@@ -87,7 +86,8 @@ async def run(cases: list[dict[str, Any]], url: str, timeout_s: float) -> None:
         if kind == "accepted":
             right["model, accepted only"] += result.rca["category"] == case["category"]
     n = len(cases)
-    print(f"model server {url}: context {ctx} tokens, prompt budget {budget} chars")
+    print(f"model server {url}: context {ctx} tokens, prompt budget {budget} chars, "
+          f"max_tokens {max_tokens}, {n} cases")  # fmt: skip
     print(f"rules only          {describe(rules_s)}")
     print(f"model (with rules)  {describe(model_s)}")
     for kind, count in outcomes.most_common():
@@ -103,6 +103,7 @@ def main() -> int:
     ap.add_argument("--url", default=None, help="OpenAI-compatible base URL (…/v1)")
     ap.add_argument("--limit", type=int, default=0, help="first N cases only")
     ap.add_argument("--timeout", type=float, default=30.0, help="budget per RCA, seconds")
+    ap.add_argument("--max-tokens", type=int, default=512, help="per answer")
     args = ap.parse_args()
     path = args.cases or diagnosis_dir() / "rca-dev.jsonl"
     if not path.exists():
@@ -110,7 +111,7 @@ def main() -> int:
         return 0
     cases = load_cases(path)[: args.limit or None]
     if args.url:
-        anyio.run(run, cases, args.url, args.timeout)
+        anyio.run(run, cases, args.url, args.timeout, args.max_tokens)
         return 0
     from tests.llama_support import LlamaServer, binaries
 
@@ -119,7 +120,7 @@ def main() -> int:
         print(f"bench_llm: {found}; or pass --url")
         return 0
     with tempfile.TemporaryDirectory() as tmp, LlamaServer(Path(tmp)) as llama:
-        anyio.run(run, cases, llama.base_url, args.timeout)
+        anyio.run(run, cases, llama.base_url, args.timeout, args.max_tokens)
     return 0
 
 
