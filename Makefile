@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps llm-deps run test test-fast lint bench clean distclean
+.PHONY: help venv deps llm-deps run run-stack test test-fast lint bench clean distclean
 
 help:
-	@echo "make run | test [PYTEST_ARGS=...] | test-fast | lint | bench | clean | distclean"
+	@echo "make run | run-stack [ARGS=...] | test [PYTEST_ARGS=...] | test-fast | lint | bench | clean | distclean"
 
 # Reinstalled whenever pyproject.toml changes (new dependency, new extra).
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,11 @@ run: venv
 # on 2 cores), cached by pip; not needed by `make run`. See scripts/install-llm.sh.
 llm-deps: venv
 	VENV=$(VENV) ./scripts/install-llm.sh
+
+# Prometheus + Alertmanager + `opsmedic run` on loopback from deploy/prometheus (README).
+ARGS ?=
+run-stack: venv
+	$(BIN)/python scripts/run_stack.py $(ARGS)
 
 # Starts a private Docker engine, a MongoDB-wire server and Dovecot for the whole run and
 # stops them afterwards, whatever happens (see tests/services.py).

@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent_runner import rules_alert
 from agent_runner.rca_signals import (
     CUES,
     EXIT_CODES,
@@ -155,14 +156,28 @@ def triage(incident: dict[str, Any], evidence: list[tuple[str, str]]) -> Rca:
     target = str(incident.get("target") or "the target")
     count = _int(incident.get("count")) or 1
     pairs = [(s, line) for s, line in evidence if line.strip()]
-    verdict = diagnose(incident, pairs)
+    alert = rules_alert.is_alert(incident)
+    scored = rules_alert.without_alert_text(incident) if alert else incident
+    verdict = diagnose(scored, pairs)
     if verdict.category == "unknown":
         quoted = _quote(verdict.hits) or [
             Evidence(source=s, line=_cut(line)) for s, line in pairs[-MAX_EVIDENCE:]
         ]
     else:
         quoted = _quote(verdict.hits)
-    return _rca(incident, verdict, quoted, count, target=target)
+    rca = _rca(scored, verdict, quoted, count, target=target)
+    return _alert_rca(incident, rca, bool(pairs)) if alert else rca
+
+
+def _alert_rca(incident: dict[str, Any], rca: Rca, had_logs: bool) -> Rca:
+    """An Alertmanager incident: the alert quoted first (never scored), then the log verdict
+    on the target its labels mapped to (see agent_runner.rules_alert)."""
+    summary = rules_alert.alert_summary(incident, rca.summary, had_logs)
+    advice = rules_alert.alert_recommendation(incident, rca.recommendation, rca.category)
+    evidence = rules_alert.alert_evidence(incident) + rca.evidence
+    return rca.model_copy(
+        update={"summary": summary[:2000], "recommendation": advice[:2000], "evidence": evidence}
+    )
 
 
 def diagnose(incident: dict[str, Any], pairs: list[tuple[str, str]]) -> Verdict:

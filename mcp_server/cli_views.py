@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mcp_server.core.health import STORE_PROBE_S
+from mcp_server.core.health_score import HealthScore, health_score, inputs_from_duties
 from mcp_server.core.holds import hold_view, split_active
 from mcp_server.core.incidents import ACTIVE
 from mcp_server.models import AuditEntry, Heartbeat, Hold, Incident, utcnow
@@ -91,6 +92,7 @@ async def cmd_status(settings: Settings) -> int:
         by_status[inc.status.value] = by_status.get(inc.status.value, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none"
     print(f"active   {len(active)} incident(s): {summary}")
+    print(health_line(active, live))
     failing = [j for j in jobs if j.status in ("failed", "stalled")]
     print(f"jobs     {len(jobs)} known, {len(failing)} failing or stalled")
     last = recent[0] if recent else None
@@ -109,6 +111,17 @@ async def cmd_status(settings: Settings) -> int:
     if write_error or any(not b.healthy for b in live):
         return EXIT_UNHEALTHY
     return 1 if active else 0
+
+
+def health_line(active: Sequence[Incident], live: Sequence[Heartbeat]) -> str:
+    """The health score (README, Health score) over the active incidents and the probes and
+    host gradings the live instances reported; the targets that cost the most points."""
+    probes, host = inputs_from_duties(d for b in live for d in b.duties.values())
+    rows = [{"target": i.target, "severity": i.severity.value, "id": i.id} for i in active]
+    score: HealthScore = health_score(rows, probes, host)
+    worst = [t for t in score.as_json()["targets"] if t["score"] < 100][:5]
+    shown = "; ".join(f"{t['target']} {t['score']} ({', '.join(t['reasons'][:2])})" for t in worst)
+    return f"health   {score.overall}/100" + (f": {shown}" if shown else "")
 
 
 def hold_rows(holds: Sequence[Hold]) -> str:

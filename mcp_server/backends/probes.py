@@ -35,6 +35,9 @@ MAX_BODY_BYTES = 1024 * 1024  # body_contains looks at the first MiB only
 USER_AGENT = "opsmedic-probe"
 
 
+PROBE_FAILED = "last check failed"  # the probe duty's detail (read by the health score)
+
+
 class ProbeResult(BaseModel):
     """One check of probe:NAME. `ok` is False only when `status` is `fail`."""
 
@@ -291,7 +294,7 @@ class ProbeScheduler:
     async def _check(self, spec: ProbeSpec) -> ProbeResult:
         result = await run_probe(spec, transport=self._transport, clock=self._clock)
         self._results[spec.name] = result
-        duties.beat(f"probe:{spec.name}", "last check ok" if result.ok else "last check failed")
+        duties.beat(f"probe:{spec.name}", "last check ok" if result.ok else PROBE_FAILED)
         if self._on_result is not None:
             outcome = self._on_result(result)
             if inspect.isawaitable(outcome):

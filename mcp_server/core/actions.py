@@ -297,7 +297,8 @@ class Actions:
         incident_id: int | None,
         actor: str,
     ) -> None:
-        await self._audit(audit, decision, "refused", {"reason": reason, "why": decision.reason})
+        args = {"reason": reason, "why": decision.reason, "rule": decision.rule}
+        await self._audit(audit, decision, "refused", args)
         if incident_id is not None:
             if decision.escalate:
                 await self.incidents.transition(

@@ -20,6 +20,7 @@ from typing import Any
 from mcp_server.backends.docker.events import DockerEvent, EventHistory, classify
 from mcp_server.core import duties
 from mcp_server.core.autoheal import AutoHealer
+from mcp_server.core.health_score import HOST_FACT
 from mcp_server.core.incidents import Incidents
 from mcp_server.deps import Deps
 from mcp_server.errors import Unavailable
@@ -145,8 +146,10 @@ class Detector:
         streaks: dict[str, int] = {}
         while True:
             report = await host.read_host(thresholds)
-            duties.beat()
-            for name, status, value in _host_statuses(report):
+            statuses = _host_statuses(report)
+            grading = {name: status for name, status, _ in statuses} | {"load": report.load.status}
+            duties.beat(facts={HOST_FACT: grading})  # the health score reads it
+            for name, status, value in statuses:
                 streaks[name] = streaks.get(name, 0) + 1 if status == "crit" else 0
                 if streaks[name] == HOST_STREAK:
                     await self.report("host", f"{name}_high", f"host {name} at {value}",

@@ -61,6 +61,8 @@ class Duty:
     state: State = "starting"
     detail: str = ""
     last_beat: datetime | None = None
+    #: Small JSON facts of the last beat (e.g. the host grading), kept in heartbeats
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class DutyView:
     interval_s: float | None
     age_s: float | None  # seconds since the last progress (None: never)
     healthy: bool
+    last_beat: datetime | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -80,9 +84,10 @@ class DutyView:
 
     def as_json(self) -> dict[str, Any]:
         age = None if self.age_s is None else round(self.age_s, 1)
-        return {"name": self.name, "state": self.state, "detail": self.detail,
-                "interval_s": self.interval_s, "last_progress_age_s": age,
-                "healthy": self.healthy}  # fmt: skip
+        out = {"name": self.name, "state": self.state, "detail": self.detail,
+               "interval_s": self.interval_s, "last_progress_age_s": age,
+               "healthy": self.healthy}  # fmt: skip
+        return out | ({"facts": self.facts} if self.facts else {})
 
 
 @dataclass
@@ -99,10 +104,13 @@ class Duties(MutableMapping[str, str]):
         self._duties[name] = duty
         return duty
 
-    def beat(self, name: str, detail: str = "") -> None:
-        """Progress: the duty is running (again); `detail` says what it last did."""
+    def beat(self, name: str, detail: str = "", facts: dict[str, Any] | None = None) -> None:
+        """Progress: the duty is running (again); `detail` says what it last did; `facts`
+        (small JSON) replace the duty's facts when given."""
         duty = self._duties.get(name) or self.add(name, None)
         duty.state, duty.detail, duty.last_beat = "running", detail, self.clock()
+        if facts is not None:
+            duty.facts = facts
 
     def set(self, name: str, state: State, detail: str = "") -> None:
         """A state other than progress: waiting (on a dependency), idle, failed, stopped."""
@@ -164,7 +172,8 @@ def _view(duty: Duty, now: datetime, tolerance: float) -> DutyView:
         if late and state in ("starting", "running"):
             since = "since start" if duty.last_beat is None else f"for {age:.0f} s"
             state, detail = "stalled", f"no progress {since} (expected every {duty.interval_s:g} s)"
-    return DutyView(duty.name, state, detail, duty.interval_s, shown_age, healthy)
+    return DutyView(duty.name, state, detail, duty.interval_s, shown_age, healthy,
+                    duty.last_beat, dict(duty.facts))  # fmt: skip
 
 
 # --- the current duty (context variable) ---------------------------------------------------
@@ -174,11 +183,11 @@ _current: contextvars.ContextVar[tuple[Duties, str] | None] = contextvars.Contex
 )
 
 
-def beat(name: str | None = None, detail: str = "") -> None:
+def beat(name: str | None = None, detail: str = "", facts: dict[str, Any] | None = None) -> None:
     """Record progress for duty `name` (default: the current duty); a no-op outside duties."""
     current = _current.get()
     if current is not None:
-        current[0].beat(name or current[1], detail)
+        current[0].beat(name or current[1], detail, facts)
 
 
 def waiting(why: str, name: str | None = None) -> None:

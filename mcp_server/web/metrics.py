@@ -17,6 +17,7 @@ Exported (names as Prometheus shows them):
 - opsmedic_audit_entries                    gauge, newest audit seq
 - opsmedic_audit_chain_ok                   gauge 1/0 (verify_audit, cached 30 s)
 - opsmedic_audit_head_seq                   gauge, audit seq last anchored outside the store
+- duties, escalations, budget, heal failures, refusals by rule, health score: metrics_health
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from prometheus_client.utils import floatToGoString
 from mcp_server import __version__
 from mcp_server.deps import Deps
 from mcp_server.models import AuditEntry, Event, IncidentStatus
+from mcp_server.web.metrics_health import HealthMetrics
 from mcp_server.web.views import ChainCache
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -86,6 +88,7 @@ class OpsMetrics(Collector):
         self._incidents_at = float("-inf")
         self._incidents_changed = True
         self.chain_ok: bool | None = None
+        self.health = HealthMetrics(deps)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -102,6 +105,7 @@ class OpsMetrics(Collector):
             if stale or self._incidents_changed:
                 await self._count_incidents()
             self.chain_ok = (await self._chain.get()).ok
+            await self.health.refresh()
 
     async def _read_audit(self) -> None:
         read = 0
@@ -115,6 +119,7 @@ class OpsMetrics(Collector):
                 return
 
     def _count_audit(self, e: AuditEntry) -> None:
+        self.health.count_audit(e)
         if e.tool.startswith("action:"):
             kind = e.tool.removeprefix("action:")
             if e.outcome == "started":  # written just before the action runs
@@ -143,6 +148,7 @@ class OpsMetrics(Collector):
                 return
 
     def _count_event(self, e: Event) -> None:
+        self.health.count_event(e)
         source = e.source.partition(":")[0] or "unknown"  # "hub:wss://..." -> "hub"
         self.events[source] += 1
         if source == "incident":
@@ -202,6 +208,7 @@ class OpsMetrics(Collector):
         if self.chain_ok is not None:
             ok = 1 if self.chain_ok else 0
             yield _gauge("opsmedic_audit_chain_ok", "1 when the audit hash chain verifies", [], ok)
+        yield from self.health.collect()
 
 
 def _counter(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_server import __version__
+from mcp_server.core.health_score import score_now
 from mcp_server.core.holds import Holds, hold_view, label_hold
 from mcp_server.core.targets import Target
 from mcp_server.deps import Deps
@@ -218,6 +219,7 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
             t["restarts_24h"] = len(restarts(t["target"]))
     holds = await _mark_held(deps, targets)
     verdict = await chain.get()
+    score = await score_now(deps.store, [v.as_json() for v in deps.duties.views()])
     return {
         "version": __version__,
         "mode": deps.settings.mode,
@@ -228,6 +230,7 @@ async def overview(deps: Deps, history: HostHistory, chain: ChainCache) -> dict[
         "tasks": dict(deps.tasks),
         "audit": verdict.model_dump(mode="json"),
         "holds": holds,
+        "health": score.as_json(),
     }
 
 

@@ -39,6 +39,8 @@ class OpsRun:
             OPSMEDIC_DATA_DIR=str(self.data_dir), OPSMEDIC_HTTP__PORT=str(self.port), **env
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        token = env.get("OPSMEDIC_AUTH__TOKENS", "").split(",")[0]
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def start(self) -> OpsRun:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -57,7 +59,7 @@ class OpsRun:
         return True
 
     def get(self, path: str) -> Any:
-        return httpx.get(self.base + path, timeout=10).json()
+        return httpx.get(self.base + path, headers=self.headers, timeout=10).json()
 
     def incidents(self, target: str | None = None) -> list[dict[str, Any]]:
         rows = self.get("/api/incidents?status=all&limit=200")["incidents"]

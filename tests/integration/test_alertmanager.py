@@ -14,7 +14,8 @@ import pytest
 
 from mcp_server.deps import Deps
 from mcp_server.models import Incident, IncidentStatus, Severity
-from tests.helpers import make_settings
+from tests.helpers import make_settings, wait_until
+from tests.integration._run_support import OpsRun
 from tests.integration.alertmanager_support import Alertmanager
 from tests.integration.web_support import opsmedic_http
 
@@ -180,3 +181,45 @@ async def test_in_heal_mode_a_running_target_is_left_to_a_person(
 
 def _started_at(docker_env: Any, box: Any) -> str:
     return str(docker_env._get(box).attrs["State"]["StartedAt"])
+
+
+async def test_opsmedic_run_diagnoses_an_alert_on_a_managed_container_from_its_logs(
+    tmp_path, docker_host, docker_env, alertmanager
+):
+    """`opsmedic run` (server + runner): a firing alert whose labels name a managed container
+    is one incident on that container, bumped by repeat notifications, and the runner's
+    rules RCA quotes the alert and decides from the container's own logs."""
+    refused = "dial tcp 10.0.0.5:5432: connect: connection refused"
+    box = docker_env.run("am-logs", f'while true; do echo "{refused}"; sleep 1; done',
+                         labels=MANAGED)  # fmt: skip
+    started = _started_at(docker_env, box)
+    target = f"container:{box.name}"
+    run = OpsRun(tmp_path, "am", "--mode", "check", DOCKER_HOST=docker_host,
+                 OPSMEDIC_AUTH__TOKENS=TOKEN)  # fmt: skip
+    try:
+        await asyncio.to_thread(run.start)
+        am = alertmanager(run.base + PATH, TOKEN)
+        labels = {"alertname": "DbUnreachable", "container": box.name, "severity": "critical"}
+        await am.post_alert(labels, summary=f"{box.name} cannot reach its database")
+
+        def diagnosed() -> dict[str, Any] | None:
+            rows = run.incidents(target)
+            if not rows or rows[0]["count"] < 2:
+                return None
+            detail = run.get(f"/api/incidents/{rows[0]['id']}")
+            return detail if detail["rca"] else None
+
+        detail = await asyncio.to_thread(wait_until, diagnosed, 60, 0.3)
+        assert [r["symptom"] for r in run.incidents(target)] == ["alert:DbUnreachable"]
+        rca = detail["rca"]
+        assert rca["category"] == "dependency" and rca["author"] == "rules"
+        assert "DbUnreachable" in rca["summary"] and "cannot reach its database" in rca["summary"]
+        lines = {(e["source"], e["line"]) for e in rca["evidence"]}
+        assert (
+            "alertmanager:DbUnreachable",
+            f"summary: {box.name} cannot reach its database",
+        ) in lines
+        assert any(src == target and refused in line for src, line in lines)
+    finally:
+        run.close()
+    assert _started_at(docker_env, box) == started  # check mode, and a running target

@@ -194,6 +194,9 @@ async def test_dashboard_shows_a_crash_live_without_console_errors(
         assert box.name in found and "exit" in found.lower()
         assert await page.evaluate("window.__sameDocument") == 42, "the page was reloaded"
         await page.wait_for(f"!!document.querySelector('#targets tr[data-target={_js(target)}]')")
+        health = "(document.querySelector('#cards .card') || {}).textContent || ''"
+        card = await page.wait_for(f"{health}.includes({_js(target)}) && {health}", timeout=30)
+        assert card.startswith("health score") and f"{target} " in card  # the health score
         await page.screenshot(ARTIFACTS / "dashboard.png")
 
         incident_id = int(

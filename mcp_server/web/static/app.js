@@ -123,7 +123,11 @@
     const targets = o.targets || [];
     const bad = targets.filter((t) => t.health !== "ok" && !t.held).length;  // held: down on purpose
     const host = o.host;
+    const health = o.health || { overall: 100, targets: [] };
+    const hurt = health.targets.filter((t) => t.score < 100).slice(0, 3);
     fill($("cards"), [
+      card("health score", health.overall, health.overall >= 80 ? "ok" : health.overall >= 50 ? "warn" : "crit",
+        hurt.length ? hurt.map((t) => t.target + " " + t.score).join(", ") : "every target at 100"),
       card("active incidents", o.incidents.active, o.incidents.active ? "crit" : "ok",
         Object.entries(o.incidents.by_status).filter(([, n]) => n).map(([s, n]) => s + " " + n).join(", ")),
       card("targets", targets.length - bad + " / " + targets.length + " healthy", bad ? "warn" : "ok",
