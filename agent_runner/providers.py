@@ -53,6 +53,8 @@ def provider_from_settings(
             "(e.g. gpt-4o-mini, llama3.1, claude-sonnet-4-5) or OPSMEDIC_LLM__PROVIDER=none"
         )
     key = llm.api_key.get_secret_value() if llm.api_key else None
+    # no try outlives the whole call's budget (the advisor also bounds the whole RCA)
+    retry = retry or RetryPolicy(deadline_s=llm.timeout_s)
     if llm.provider == "anthropic":
         if not key:
             raise ConfigError(
@@ -60,6 +62,9 @@ def provider_from_settings(
             )
         return Anthropic(
             key, llm.model, base_url=llm.base_url or ANTHROPIC_URL, timeout_s=llm.timeout_s,
-            retry=retry,
+            max_tokens=llm.max_tokens, retry=retry,
         )  # fmt: skip
-    return OpenAiCompatible(llm.base_url or OPENAI_URL, key, llm.model, llm.timeout_s, retry=retry)
+    return OpenAiCompatible(
+        llm.base_url or OPENAI_URL, key, llm.model, llm.timeout_s,
+        max_tokens=llm.max_tokens, retry=retry,
+    )  # fmt: skip

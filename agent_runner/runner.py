@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 from fastmcp import Client
 
 from agent_runner.advisor import Advisor
@@ -33,6 +34,8 @@ SETTLE_S = 2.0
 QUIET_RULES = ("concurrency", "self_healing")
 ACTION_TIMEOUT_S = 120.0
 EVIDENCE_LINES = 200
+#: Incidents diagnosed at once: a slow model answer never holds up the others.
+PARALLEL = 4
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Runner:
         monitors: dict[str, float] | None = None,
         notify: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        parallel: int = PARALLEL,
     ) -> None:
         self.client = client
         self.advisor = advisor
@@ -66,6 +70,8 @@ class Runner:
         self._due: dict[str, float] = {}
         self._retry: dict[int, float] = {}  # incident id -> when backoff allows a retry
         self._stopping = anyio.Event()
+        self._limit = anyio.CapacityLimiter(parallel)  # incidents handled at once
+        self._inflight: set[int] = set()
 
     def stop(self) -> None:
         """Ask the loop to finish: the incident in hand completes, nothing new starts."""
@@ -222,22 +228,39 @@ class Runner:
         ok, first = await self.call("wait_for_events")
         cursor = first["cursor"] if ok else 0
         await self._guard("startup pass", self.once)
-        while not self._stopping.is_set():
-            ok, out = await self.call("wait_for_events", cursor=cursor, timeout_s=tick_s)
-            if ok:
-                cursor = out["cursor"]
-                for iid in _incident_ids(out["events"]):
-                    await self._guard(f"incident {iid}", functools.partial(self.handle, iid))
-            await self._guard("retry tick", self._tick_retries)
-            await self._guard("monitor tick", self._tick_monitors)
+        async with anyio.create_task_group() as tg:
+            while not self._stopping.is_set():
+                ok, out = await self.call("wait_for_events", cursor=cursor, timeout_s=tick_s)
+                if ok:
+                    cursor = out["cursor"]
+                    for iid in _incident_ids(out["events"]):
+                        self._start(tg, iid)
+                await self._guard("retry tick", functools.partial(self._tick_retries, tg))
+                await self._guard("monitor tick", self._tick_monitors)
 
-    async def _tick_retries(self) -> None:
+    def _start(self, tg: anyio.abc.TaskGroup, iid: int) -> None:
+        """Handle `iid` in the background (up to `parallel` at once), unless in hand."""
+        if iid not in self._inflight:
+            self._inflight.add(iid)
+            tg.start_soon(self._handle_bounded, iid)
+
+    async def _handle_bounded(self, iid: int) -> None:
+        try:
+            async with self._limit:
+                await self._guard(f"incident {iid}", functools.partial(self.handle, iid))
+        finally:
+            self._inflight.discard(iid)
+
+    async def _tick_retries(self, tg: anyio.abc.TaskGroup | None = None) -> None:
         now = self.clock()
         for iid, due in list(self._retry.items()):
-            if now >= due:
+            if now >= due and iid not in self._inflight:
                 del self._retry[iid]
                 self._handled.pop(iid, None)
-                await self.handle(iid)
+                if tg is None:
+                    await self.handle(iid)
+                else:
+                    self._start(tg, iid)
 
     async def _tick_monitors(self) -> None:
         now = self.clock()

@@ -133,7 +133,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_server.logsetup import setup_logging
 
     setup_logging("warning")
-    return asyncio.run(run_demo())
+    return asyncio.run(
+        run_demo(llm_url=args.llm, llm_model=args.llm_model, llm_timeout_s=args.llm_timeout)
+    )
 
 
 def cmd_version(_args: argparse.Namespace) -> int:
@@ -218,7 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_view, view="config")
 
     demo = sub.add_parser("demo", help="watch the whole loop once, on throwaway defaults")
-    demo.set_defaults(func=cmd_demo)
+    demo.add_argument(
+        "--llm",
+        metavar="URL",
+        default=None,
+        help="RCA by the OpenAI-compatible model at URL (e.g. a local llama.cpp "
+        "server, http://127.0.0.1:8080/v1); rules when it fails or is rejected",
+    )
+    demo.add_argument("--llm-model", default="local", help="model name sent to --llm")
+    demo.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=120.0,
+        help="seconds the model may take per RCA (then rules)",
+    )
+    demo.set_defaults(func=cmd_demo)  # fmt: skip
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

@@ -273,7 +273,14 @@ class LlmSettings(_Section):
     base_url: str | None = None
     api_key: SecretStr | None = None
     model: str | None = None
-    timeout_s: float = 60.0
+    # the whole RCA or judgement (every try and step) must finish within this; then rules
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_tokens: int = Field(default=512, ge=16)  # per answer; the RCA JSON fits in ~300
+    # the model's context window; None: read llama.cpp's /props, else assume 8192
+    context_tokens: int | None = Field(default=None, ge=256)
+    concurrency: int = Field(default=2, ge=1)  # RCAs in flight; more wait for rules
+    breaker_failures: int = Field(default=3, ge=1)  # failures in a row that open the breaker
+    breaker_cooldown_s: float = Field(default=60.0, gt=0)  # then one trial call
 
 
 class SwarmSettings(_Section):

@@ -6,7 +6,8 @@
 set -euo pipefail
 
 # python3-venv: `python3 -m venv` (used by the Makefile) fails on a bare Debian without it
-PACKAGES=(docker.io busybox-static dovecot-imapd chromium chromium-driver python3-venv)
+# cmake + g++: build llama.cpp's llama-server for the real-model tests (scripts/install-llm.sh)
+PACKAGES=(docker.io busybox-static dovecot-imapd chromium chromium-driver python3-venv cmake g++)
 # installed without recommends (no node exporter); the tests start their own on loopback
 QUIET_PACKAGES=(prometheus prometheus-alertmanager)
 # system services these packages may start (where an init runs); they would hold 9090/9093

@@ -177,7 +177,7 @@ async def test_malformed_json_twice_falls_back_to_rules_with_a_note(proto: Proto
         )
     assert result.author == "rules"
     assert result.outcome is not None and result.outcome.steps == 2
-    assert result.rca["summary"].startswith("LLM failed (invalid RCA twice")
+    assert result.rca["summary"].startswith("model answer rejected: no JSON object")
     assert "rules used" in result.rca["summary"]
     assert result.rca["category"] == "dependency"  # the rules found the refused connection
     assert result.rca["evidence"] == [{"source": "container:web", "line": LOG_LINE}]

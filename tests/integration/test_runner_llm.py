@@ -104,7 +104,7 @@ async def test_malformed_answers_fall_back_to_rules(tmp_path, fake):
     with cls([Say("not json at all"), Say("{still: not json")]) as f:
         rca, _ = await _handle_first(tmp_path, f, provider, mode="check")
     assert rca is not None and rca.author == "rules"
-    assert rca.summary.startswith("LLM failed") and rca.category == "dependency"
+    assert rca.summary.startswith("model answer rejected: ") and rca.category == "dependency"
 
 
 async def test_model_says_restart_but_policy_refuses_in_check_mode(tmp_path):
