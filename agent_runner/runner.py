@@ -72,6 +72,7 @@ class Runner:
         self._stopping = anyio.Event()
         self._limit = anyio.CapacityLimiter(parallel)  # incidents handled at once
         self._inflight: set[int] = set()
+        self._again: set[int] = set()  # events that came while their incident was in hand
 
     def stop(self) -> None:
         """Ask the loop to finish: the incident in hand completes, nothing new starts."""
@@ -239,17 +240,23 @@ class Runner:
                 await self._guard("monitor tick", self._tick_monitors)
 
     def _start(self, tg: anyio.abc.TaskGroup, iid: int) -> None:
-        """Handle `iid` in the background (up to `parallel` at once), unless in hand."""
-        if iid not in self._inflight:
-            self._inflight.add(iid)
-            tg.start_soon(self._handle_bounded, iid)
+        """Handle `iid` in the background (up to `parallel` at once). An event for an
+        incident in hand is not lost: it is handled once more when the current pass ends."""
+        if iid in self._inflight:
+            self._again.add(iid)
+            return
+        self._inflight.add(iid)
+        tg.start_soon(self._handle_bounded, tg, iid)
 
-    async def _handle_bounded(self, iid: int) -> None:
+    async def _handle_bounded(self, tg: anyio.abc.TaskGroup, iid: int) -> None:
         try:
             async with self._limit:
                 await self._guard(f"incident {iid}", functools.partial(self.handle, iid))
         finally:
             self._inflight.discard(iid)
+        if iid in self._again and not self._stopping.is_set():
+            self._again.discard(iid)
+            self._start(tg, iid)
 
     async def _tick_retries(self, tg: anyio.abc.TaskGroup | None = None) -> None:
         now = self.clock()
