@@ -37,3 +37,34 @@ def test_an_event_for_an_incident_in_hand_is_handled_again_after_it() -> None:
 
     calls = anyio.run(main)
     assert calls.count(1) == 2 and calls.count(2) == 1, calls
+
+
+class Answer:
+    def __init__(self, data: dict[str, Any] | None = None, error: str = "") -> None:
+        self.is_error = bool(error)
+        self.content = [type("Text", (), {"text": error})()] if error else []
+        self.structured_content = data
+
+
+class Server:
+    """get_incident answers an open incident; update_incident refuses with `refusal`."""
+
+    def __init__(self, refusal: str) -> None:
+        self.refusal = refusal
+
+    async def call_tool(self, tool: str, args: dict[str, Any], **_: Any) -> Answer:
+        if tool == "get_incident":
+            return Answer({"id": 7, "status": "open", "count": 2, "target": "container:x"})
+        assert tool == "update_incident", tool
+        return Answer(error=self.refusal)
+
+
+def test_a_claim_held_elsewhere_is_looked_at_again_but_a_finished_triage_is_not() -> None:
+    held = Runner(Server("another OpsMedic is diagnosing incident 7; its RCA lands there"),
+                  advisor=None, clock=lambda: 100.0)  # type: ignore[arg-type]  # fmt: skip
+    anyio.run(held.handle, 7)
+    assert held._retry == {7: 110.0}  # its holder may die with the claim in hand
+    done = Runner(Server("incident 7 was diagnosed by OpsMedic beta and not seen again since"),
+                  advisor=None, clock=lambda: 100.0)  # type: ignore[arg-type]  # fmt: skip
+    anyio.run(done.handle, 7)
+    assert done._retry == {}
