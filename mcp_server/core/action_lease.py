@@ -57,6 +57,10 @@ async def action_lease(store: Any, holder: str, target: Target) -> AsyncIterator
                 yield
             finally:
                 tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the action's own error (a refusal...), unwrapped
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await store.release_lease(name, holder)

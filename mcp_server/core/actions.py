@@ -225,7 +225,7 @@ class Actions:
         state = await self.drivers.of(target).state(target.name)
         if inc is not None and inc.status in CLOSED_STATUSES:
             why = f"incident {incident_id} is already {inc.status.value}"
-        elif state.restarting:  # its own supervisor (Docker's restart policy) acts first
+        elif state.restarting and action == "restart":  # its own supervisor acts first
             raise Refused(
                 f"{target} is being restarted by its own restart policy; look again shortly.",
                 {"refused": True, "rule": "self_healing", "target": str(target),
