@@ -337,11 +337,18 @@ class Outbox:
     async def _next_delay(self, poll_s: float) -> float:
         if not self.configured:
             return poll_s
-        now = self.clock()
-        soon = await self.store.due_messages(now + timedelta(seconds=poll_s), limit=1)
-        if not soon:
-            return poll_s
-        return min(poll_s, max(0.0, (soon[0].next_attempt_at - now).total_seconds()))
+        return await next_due_delay(self.store, self.clock(), poll_s)
+
+
+async def next_due_delay(
+    store: Store, now: datetime, poll_s: float, direction: str = "out"
+) -> float:
+    """Seconds until the next queued message of `direction` is due, at most `poll_s` (the
+    mail and webhook outboxes sleep this long between flushes)."""
+    soon = await store.due_messages(now + timedelta(seconds=poll_s), limit=1, direction=direction)
+    if not soon:
+        return poll_s
+    return min(poll_s, max(0.0, (soon[0].next_attempt_at - now).total_seconds()))
 
 
 def _auto_key(to: list[str], subject: str, text: str, incident_id: int | None) -> str:

@@ -35,6 +35,7 @@ import anyio
 import httpx
 
 from mcp_server import __version__
+from mcp_server.backends.mail.outbox import next_due_delay
 from mcp_server.backends.mail.smtp import retry_delay
 from mcp_server.backends.webhooks.render import APPROVAL_TEXT, Notice, render
 from mcp_server.core import duties
@@ -359,12 +360,7 @@ class WebhookOutbox:
             duties.beat(detail=self.status_text()[:300])
 
     async def _next_delay(self, poll_s: float) -> float:
-        now = self.clock()
-        later = now + timedelta(seconds=poll_s)
-        soon = await self.store.due_messages(later, limit=1, direction="hook")
-        if not soon:
-            return poll_s
-        return min(poll_s, max(0.0, (soon[0].next_attempt_at - now).total_seconds()))
+        return await next_due_delay(self.store, self.clock(), poll_s, direction="hook")
 
 
 def _retry_after(value: str | None) -> float | None:
