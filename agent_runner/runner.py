@@ -33,7 +33,6 @@ SETTLE_S = 2.0
 # refusals that only mean "someone is already on it": no note, the server sets the status
 QUIET_RULES = ("concurrency", "self_healing")
 ACTION_TIMEOUT_S = 120.0
-CLAIM_RETRY_S = 10.0  # another runner holds an incident's triage: look again this much later
 EVIDENCE_LINES = 200
 #: Incidents diagnosed at once: a slow model answer never holds up the others.
 PARALLEL = 4
@@ -117,11 +116,12 @@ class Runner:
                                  "note": "runner: triage started"}  # fmt: skip
         if inc["status"] != "resolved":
             claim["status"] = "diagnosing"
-        claimed, err = await self.call("update_incident", **claim)
+        claimed, err, refusal = await self.call_full("update_incident", **claim)
         if not claimed:  # another runner has it (or it is gone): never two at once
             logger.info("incident %s not triaged here: %s", incident_id, err)
-            if "is diagnosing" in str(err):  # a live claim: look again, its holder may die
-                self._retry[incident_id] = self.clock() + CLAIM_RETRY_S
+            wait = refusal.get("wait_s")  # a live claim: look again, its holder may die
+            if isinstance(wait, (int, float)):
+                self._retry[incident_id] = self.clock() + float(wait)
             return
         self._handled[incident_id] = inc["count"]
         target = inc["target"]

@@ -9,6 +9,7 @@ from fastmcp import Client
 
 from mcp_server.app import create_server
 from mcp_server.deps import Deps
+from mcp_server.models import utcnow
 from tests.helpers import make_settings
 
 MODES = [pytest.param({"mode": "legacy"}, id="legacy-2025-11-25"), pytest.param({}, id="modern")]
@@ -107,3 +108,14 @@ async def test_optional_arguments_advertised_compactly_but_null_still_accepted(s
         r = await c.call_tool("list_incidents", {"status": None})
     assert schema == {"type": "string"}  # not anyOf [string, null]
     assert r.structured_content["incidents"] == []
+
+
+async def test_a_triage_claim_held_elsewhere_is_a_refusal_saying_when_to_look_again(server, deps):
+    inc, _ = await deps.store.open_incident("container:web", "died", "web died")
+    await deps.store.acquire_lease(f"triage:{inc.id}", "another-runner", 120.0, utcnow())
+    async with Client(server) as c:
+        claim = {"incident_id": inc.id, "claim": True, "note": "runner: triage started"}
+        refused = await c.call_tool("update_incident", claim, raise_on_error=False)
+    assert refused.is_error and "is diagnosing" in refused.content[0].text
+    data = refused.structured_content or {}
+    assert (data["rule"], data["wait_s"], data["escalate"]) == ("triage_claim", 10.0, False)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.core.incidents import incident_row
 from mcp_server.deps import deps_of
-from mcp_server.errors import Conflict, InvalidInput, NotFound
+from mcp_server.errors import Conflict, InvalidInput, NotFound, Refused
 from mcp_server.middleware import caller_identity
 from mcp_server.models import Evidence, IncidentStatus, Rca, RcaCategory, utcnow
 from mcp_server.safety.redaction import frame_untrusted
@@ -22,6 +22,7 @@ TIMELINE_SHOWN = 30
 MAX_EVIDENCE = 20
 MAX_NOTE = 2000
 TRIAGE_TTL_S = 120.0  # a runner that died mid-triage blocks others at most this long
+CLAIM_LOOK_AGAIN_S = 10.0  # a claim held elsewhere: when to look again (its holder may die)
 TRIAGED = "triaged"  # detail key: {instance, count} of the last RCA (one triage per fleet)
 
 
@@ -128,9 +129,12 @@ async def update_incident(
     lease = f"triage:{incident_id}"
     if claim or status == IncidentStatus.diagnosing:
         if not await deps.store.acquire_lease(lease, deps.holder, TRIAGE_TTL_S, utcnow()):
-            raise Conflict(
-                f"another OpsMedic is diagnosing incident {incident_id}; its RCA lands there"
-            )
+            raise Refused(
+                f"another OpsMedic is diagnosing incident {incident_id}; its RCA lands there",
+                {"refused": True, "rule": "triage_claim", "wait_s": CLAIM_LOOK_AGAIN_S,
+                 "escalate": False, "remedy": "look again later: its holder may finish "
+                 f"without acting or die (the claim lasts at most {TRIAGE_TTL_S:g} s)"},
+            )  # fmt: skip
     elif status is not None:
         await deps.store.release_lease(lease, deps.holder)
     if status is not None:

@@ -47,20 +47,24 @@ class Answer:
 
 
 class Server:
-    """get_incident answers an open incident; update_incident refuses with `refusal`."""
+    """get_incident answers an open incident; update_incident refuses with `refusal` (and
+    the structured fields a refusal carries, if any)."""
 
-    def __init__(self, refusal: str) -> None:
-        self.refusal = refusal
+    def __init__(self, refusal: str, data: dict[str, Any] | None = None) -> None:
+        self.refusal, self.data = refusal, data
 
     async def call_tool(self, tool: str, args: dict[str, Any], **_: Any) -> Answer:
         if tool == "get_incident":
             return Answer({"id": 7, "status": "open", "count": 2, "target": "container:x"})
         assert tool == "update_incident", tool
-        return Answer(error=self.refusal)
+        answer = Answer(error=self.refusal)
+        answer.structured_content = self.data
+        return answer
 
 
 def test_a_claim_held_elsewhere_is_looked_at_again_but_a_finished_triage_is_not() -> None:
-    held = Runner(Server("another OpsMedic is diagnosing incident 7; its RCA lands there"),
+    held = Runner(Server("another OpsMedic is diagnosing incident 7; its RCA lands there",
+                         {"refused": True, "rule": "triage_claim", "wait_s": 10.0}),
                   advisor=None, clock=lambda: 100.0)  # type: ignore[arg-type]  # fmt: skip
     anyio.run(held.handle, 7)
     assert held._retry == {7: 110.0}  # its holder may die with the claim in hand
